@@ -1,0 +1,213 @@
+"""The original Wav2Lip generator, its audio encoder and the visual quality discriminator.
+
+Layer lists follow Rudrabha/Wav2Lip (models/wav2lip.py). Everything is NHWC. Submodule
+names mirror the PyTorch attribute paths, so that `lipsync_jax.convert` maps checkpoint keys
+mechanically: a list attribute `face_encoder_blocks` of lists gives flax names
+`face_encoder_blocks_1_0` for PyTorch `face_encoder_blocks.1.0`, and `AudioEncoder.layers_3`
+is PyTorch `audio_encoder.3`.
+
+Only `img_size=96` is implemented (the official checkpoints). A 192 or 256 model keeps every
+stage below and adds stages at full resolution: one more face encoder stage before the first
+stride-2 stage, one more transposed-conv decoder stage after the last one, and the output
+block then sees the concatenation of that stage with the new encoder stage. The stage tables
+are per image size, so such a variant is a new table entry, not a new module.
+"""
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lipsync_jax.models.layers import ConvBlock, ConvTransposeBlock, NoNormConvBlock
+
+Dtype = Any
+# A layer spec: the block class with its shape arguments bound; dtypes are added at setup.
+LayerSpec = Callable[..., nn.Module]
+
+MEL_BINS = 80
+MEL_STEPS = 16
+
+
+def _conv(features, kernel_size, stride=1, padding=0, residual=False) -> LayerSpec:
+  return functools.partial(ConvBlock, features, kernel_size, stride, padding, residual)
+
+
+def _residual(features: int, count: int) -> list[LayerSpec]:
+  """`count` 3x3 stride-1 residual ConvBlocks keeping `features` channels."""
+  return [_conv(features, 3, 1, 1, residual=True) for _ in range(count)]
+
+
+def _up(features: int, stride: int = 2, padding: int = 1, output_padding: int = 1) -> LayerSpec:
+  return functools.partial(ConvTransposeBlock, features, 3, stride, padding, output_padding)
+
+
+def _nonorm(features, kernel_size, stride=1, padding=0) -> LayerSpec:
+  return functools.partial(NoNormConvBlock, features, kernel_size, stride, padding)
+
+
+def audio_encoder_layers(num_residual_256: int) -> list[LayerSpec]:
+  """The audio encoder's layers; (80, 16) -> (27, 16) -> (9, 6) -> (3, 3) -> (1, 1)."""
+  return [
+      _conv(32, 3, 1, 1), *_residual(32, 2),
+      _conv(64, 3, (3, 1), 1), *_residual(64, 2),
+      _conv(128, 3, 3, 1), *_residual(128, 2),
+      _conv(256, 3, (3, 2), 1), *_residual(256, num_residual_256),
+      _conv(512, 3, 1, 0), _conv(512, 1, 1, 0),
+  ]
+
+
+# Face encoder stages for 96x96 inputs; the comment is the stage's output size.
+_FACE_ENCODER_96 = (
+    [_conv(16, 7, 1, 3)],  # 96
+    [_conv(32, 3, 2, 1), *_residual(32, 2)],  # 48
+    [_conv(64, 3, 2, 1), *_residual(64, 3)],  # 24
+    [_conv(128, 3, 2, 1), *_residual(128, 2)],  # 12
+    [_conv(256, 3, 2, 1), *_residual(256, 2)],  # 6
+    [_conv(512, 3, 2, 1), *_residual(512, 1)],  # 3
+    [_conv(512, 3, 1, 0), _conv(512, 1, 1, 0)],  # 1
+)
+
+# Decoder stages for 96x96; stage i's output is concatenated with encoder stage (6 - i).
+_FACE_DECODER_96 = (
+    [_conv(512, 1, 1, 0)],  # 1
+    [_up(512, stride=1, padding=0, output_padding=0), *_residual(512, 1)],  # 3
+    [_up(512), *_residual(512, 2)],  # 6
+    [_up(384), *_residual(384, 2)],  # 12
+    [_up(256), *_residual(256, 2)],  # 24
+    [_up(128), *_residual(128, 2)],  # 48
+    [_up(64), *_residual(64, 2)],  # 96
+)
+
+# Discriminator stages for the lower half (48x96) of a 96x96 face.
+_DISCRIMINATOR_96 = (
+    [_nonorm(32, 7, 1, 3)],  # 48x96
+    [_nonorm(64, 5, (1, 2), 2), _nonorm(64, 5, 1, 2)],  # 48x48
+    [_nonorm(128, 5, 2, 2), _nonorm(128, 5, 1, 2)],  # 24
+    [_nonorm(256, 5, 2, 2), _nonorm(256, 5, 1, 2)],  # 12
+    [_nonorm(512, 3, 2, 1), _nonorm(512, 3, 1, 1)],  # 6
+    [_nonorm(512, 3, 2, 1), _nonorm(512, 3, 1, 1)],  # 3
+    [_nonorm(512, 3, 1, 0), _nonorm(512, 1, 1, 0)],  # 1
+)
+
+
+def _stage_table(tables: dict[int, tuple], img_size: int, what: str) -> tuple:
+  if img_size not in tables:
+    raise ValueError(f"{what}: img_size={img_size} is not implemented "
+                     f"(available: {sorted(tables)}); see the module docstring.")
+  return tables[img_size]
+
+
+def _build(specs, dtype, param_dtype):
+  return [spec(dtype=dtype, param_dtype=param_dtype) for spec in specs]
+
+
+def _check_shape(name: str, x: jnp.ndarray, expected: tuple) -> None:
+  """Raises ValueError unless x.shape[1:] == expected (None matches anything)."""
+  actual = tuple(x.shape[1:])
+  if x.ndim != len(expected) + 1 or any(
+      e is not None and e != a for e, a in zip(expected, actual)):
+    raise ValueError(f"{name}: expected shape (B, {', '.join(map(str, expected))}), "
+                     f"got {tuple(x.shape)}")
+
+
+class AudioEncoder(nn.Module):
+  """Wav2Lip's audio encoder: one mel window -> one 512-d vector.
+
+  Input (B, 80, 16, 1): 80 mel bins as height, 16 mel frames (0.2 s) as width, float in
+  [-4, 4] (`lipsync_jax.audio.melspectrogram`). Output (B, 1, 1, 512) in `dtype`.
+  `num_residual_256` is 1 in the Wav2Lip generator and 2 in SyncNet; nothing else differs.
+  """
+  num_residual_256: int = 1
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.layers = _build(audio_encoder_layers(self.num_residual_256), self.dtype,
+                         self.param_dtype)
+
+  def __call__(self, mel: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    _check_shape("AudioEncoder mel", mel, (MEL_BINS, MEL_STEPS, 1))
+    x = mel
+    for layer in self.layers:
+      x = layer(x, train=train)
+    return x
+
+
+class Wav2Lip(nn.Module):
+  """The Wav2Lip generator (U-Net face encoder/decoder conditioned on audio), 36,298,035 params.
+
+  `__call__(mel_chunks, faces, train=False)`:
+    mel_chunks: (B, 80, 16, 1) one mel window per output frame.
+    faces: (B, img_size, img_size, 6) float in [0, 1]; channels 0-2 the target frame with the
+      lower half zeroed, 3-5 the reference frame (BGR for the official checkpoints).
+    returns: (B, img_size, img_size, 3) float32 in [0, 1] (sigmoid computed in float32).
+  `train=True` uses batch statistics and needs `mutable=["batch_stats"]`.
+  """
+  img_size: int = 96
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    encoder = _stage_table({96: _FACE_ENCODER_96}, self.img_size, "Wav2Lip")
+    decoder = _stage_table({96: _FACE_DECODER_96}, self.img_size, "Wav2Lip")
+    build = functools.partial(_build, dtype=self.dtype, param_dtype=self.param_dtype)
+    self.audio_encoder = AudioEncoder(num_residual_256=1, dtype=self.dtype,
+                                      param_dtype=self.param_dtype)
+    self.face_encoder_blocks = [build(stage) for stage in encoder]
+    self.face_decoder_blocks = [build(stage) for stage in decoder]
+    # Named after PyTorch's output_block.0 / output_block.1 (a Sequential with a Sigmoid).
+    self.output_block_0 = ConvBlock(32, 3, 1, 1, dtype=self.dtype, param_dtype=self.param_dtype)
+    self.output_block_1 = nn.Conv(3, (1, 1), padding="VALID", dtype=self.dtype,
+                                  param_dtype=self.param_dtype)
+
+  def __call__(self, mel_chunks: jnp.ndarray, faces: jnp.ndarray,
+               train: bool = False) -> jnp.ndarray:
+    _check_shape("Wav2Lip faces", faces, (self.img_size, self.img_size, 6))
+    if mel_chunks.shape[0] != faces.shape[0]:
+      raise ValueError(f"Wav2Lip: batch of mel_chunks {mel_chunks.shape} and faces "
+                       f"{faces.shape} differ")
+    x = self.audio_encoder(mel_chunks, train=train)
+    skips = []
+    y = faces
+    for stage in self.face_encoder_blocks:
+      for layer in stage:
+        y = layer(y, train=train)
+      skips.append(y)
+    for stage in self.face_decoder_blocks:
+      for layer in stage:
+        x = layer(x, train=train)
+      x = jnp.concatenate([x, skips.pop()], axis=-1)
+    x = self.output_block_0(x, train=train)
+    x = self.output_block_1(x)
+    return nn.sigmoid(x.astype(jnp.float32))
+
+
+class QualityDiscriminator(nn.Module):
+  """Wav2Lip's visual quality discriminator, 14,113,793 params; no normalisation layers.
+
+  `__call__(frames)`: frames (B, img_size, img_size, 3) full face crops in [0, 1]; the
+  network looks at the lower half (rows img_size // 2 onwards) only. Returns (B,) float32
+  probabilities that the frames are real. `train` is accepted for a uniform call signature
+  and changes nothing.
+  """
+  img_size: int = 96
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    stages = _stage_table({96: _DISCRIMINATOR_96}, self.img_size, "QualityDiscriminator")
+    self.face_encoder_blocks = [_build(stage, self.dtype, self.param_dtype) for stage in stages]
+    # Named after PyTorch's binary_pred.0 (a Sequential with a Sigmoid).
+    self.binary_pred_0 = nn.Conv(1, (1, 1), padding="VALID", dtype=self.dtype,
+                                 param_dtype=self.param_dtype)
+
+  def __call__(self, frames: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    del train
+    _check_shape("QualityDiscriminator frames", frames, (self.img_size, self.img_size, 3))
+    x = frames[:, self.img_size // 2:]
+    for stage in self.face_encoder_blocks:
+      for layer in stage:
+        x = layer(x)
+    logits = self.binary_pred_0(x).astype(jnp.float32)
+    return nn.sigmoid(logits.reshape(logits.shape[0]))
