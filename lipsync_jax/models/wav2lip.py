@@ -29,54 +29,57 @@ MEL_BINS = 80
 MEL_STEPS = 16
 
 
-def _conv(features, kernel_size, stride=1, padding=0, residual=False) -> LayerSpec:
+def conv_spec(features, kernel_size, stride=1, padding=0, residual=False) -> LayerSpec:
+  """A `ConvBlock` (conv -> BN -> ReLU) with PyTorch-style symmetric padding."""
   return functools.partial(ConvBlock, features, kernel_size, stride, padding, residual)
 
 
-def _residual(features: int, count: int) -> list[LayerSpec]:
+def residual_specs(features: int, count: int) -> list[LayerSpec]:
   """`count` 3x3 stride-1 residual ConvBlocks keeping `features` channels."""
-  return [_conv(features, 3, 1, 1, residual=True) for _ in range(count)]
+  return [conv_spec(features, 3, 1, 1, residual=True) for _ in range(count)]
 
 
 def _up(features: int, stride: int = 2, padding: int = 1, output_padding: int = 1) -> LayerSpec:
+  """A 3x3 `ConvTransposeBlock`; the defaults double the spatial size."""
   return functools.partial(ConvTransposeBlock, features, 3, stride, padding, output_padding)
 
 
 def _nonorm(features, kernel_size, stride=1, padding=0) -> LayerSpec:
+  """A `NoNormConvBlock` (conv -> LeakyReLU(0.01))."""
   return functools.partial(NoNormConvBlock, features, kernel_size, stride, padding)
 
 
 def audio_encoder_layers(num_residual_256: int) -> list[LayerSpec]:
   """The audio encoder's layers; (80, 16) -> (27, 16) -> (9, 6) -> (3, 3) -> (1, 1)."""
   return [
-      _conv(32, 3, 1, 1), *_residual(32, 2),
-      _conv(64, 3, (3, 1), 1), *_residual(64, 2),
-      _conv(128, 3, 3, 1), *_residual(128, 2),
-      _conv(256, 3, (3, 2), 1), *_residual(256, num_residual_256),
-      _conv(512, 3, 1, 0), _conv(512, 1, 1, 0),
+      conv_spec(32, 3, 1, 1), *residual_specs(32, 2),
+      conv_spec(64, 3, (3, 1), 1), *residual_specs(64, 2),
+      conv_spec(128, 3, 3, 1), *residual_specs(128, 2),
+      conv_spec(256, 3, (3, 2), 1), *residual_specs(256, num_residual_256),
+      conv_spec(512, 3, 1, 0), conv_spec(512, 1, 1, 0),
   ]
 
 
 # Face encoder stages for 96x96 inputs; the comment is the stage's output size.
 _FACE_ENCODER_96 = (
-    [_conv(16, 7, 1, 3)],  # 96
-    [_conv(32, 3, 2, 1), *_residual(32, 2)],  # 48
-    [_conv(64, 3, 2, 1), *_residual(64, 3)],  # 24
-    [_conv(128, 3, 2, 1), *_residual(128, 2)],  # 12
-    [_conv(256, 3, 2, 1), *_residual(256, 2)],  # 6
-    [_conv(512, 3, 2, 1), *_residual(512, 1)],  # 3
-    [_conv(512, 3, 1, 0), _conv(512, 1, 1, 0)],  # 1
+    [conv_spec(16, 7, 1, 3)],  # 96
+    [conv_spec(32, 3, 2, 1), *residual_specs(32, 2)],  # 48
+    [conv_spec(64, 3, 2, 1), *residual_specs(64, 3)],  # 24
+    [conv_spec(128, 3, 2, 1), *residual_specs(128, 2)],  # 12
+    [conv_spec(256, 3, 2, 1), *residual_specs(256, 2)],  # 6
+    [conv_spec(512, 3, 2, 1), *residual_specs(512, 1)],  # 3
+    [conv_spec(512, 3, 1, 0), conv_spec(512, 1, 1, 0)],  # 1
 )
 
 # Decoder stages for 96x96; stage i's output is concatenated with encoder stage (6 - i).
 _FACE_DECODER_96 = (
-    [_conv(512, 1, 1, 0)],  # 1
-    [_up(512, stride=1, padding=0, output_padding=0), *_residual(512, 1)],  # 3
-    [_up(512), *_residual(512, 2)],  # 6
-    [_up(384), *_residual(384, 2)],  # 12
-    [_up(256), *_residual(256, 2)],  # 24
-    [_up(128), *_residual(128, 2)],  # 48
-    [_up(64), *_residual(64, 2)],  # 96
+    [conv_spec(512, 1, 1, 0)],  # 1
+    [_up(512, stride=1, padding=0, output_padding=0), *residual_specs(512, 1)],  # 3
+    [_up(512), *residual_specs(512, 2)],  # 6
+    [_up(384), *residual_specs(384, 2)],  # 12
+    [_up(256), *residual_specs(256, 2)],  # 24
+    [_up(128), *residual_specs(128, 2)],  # 48
+    [_up(64), *residual_specs(64, 2)],  # 96
 )
 
 # Discriminator stages for the lower half (48x96) of a 96x96 face.
@@ -91,18 +94,20 @@ _DISCRIMINATOR_96 = (
 )
 
 
-def _stage_table(tables: dict[int, tuple], img_size: int, what: str) -> tuple:
+def stage_table(tables: dict[int, tuple], img_size: int, what: str) -> tuple:
+  """The layer table for `img_size`; ValueError naming the model if there is none."""
   if img_size not in tables:
     raise ValueError(f"{what}: img_size={img_size} is not implemented "
                      f"(available: {sorted(tables)}); see the module docstring.")
   return tables[img_size]
 
 
-def _build(specs, dtype, param_dtype):
+def build_layers(specs, dtype, param_dtype) -> list[nn.Module]:
+  """Instantiates layer specs with the compute and parameter dtypes (call from `setup`)."""
   return [spec(dtype=dtype, param_dtype=param_dtype) for spec in specs]
 
 
-def _check_shape(name: str, x: jnp.ndarray, expected: tuple) -> None:
+def check_shape(name: str, x: jnp.ndarray, expected: tuple) -> None:
   """Raises ValueError unless x.shape[1:] == expected (None matches anything)."""
   actual = tuple(x.shape[1:])
   if x.ndim != len(expected) + 1 or any(
@@ -123,11 +128,11 @@ class AudioEncoder(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    self.layers = _build(audio_encoder_layers(self.num_residual_256), self.dtype,
+    self.layers = build_layers(audio_encoder_layers(self.num_residual_256), self.dtype,
                          self.param_dtype)
 
   def __call__(self, mel: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    _check_shape("AudioEncoder mel", mel, (MEL_BINS, MEL_STEPS, 1))
+    check_shape("AudioEncoder mel", mel, (MEL_BINS, MEL_STEPS, 1))
     x = mel
     for layer in self.layers:
       x = layer(x, train=train)
@@ -149,9 +154,9 @@ class Wav2Lip(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    encoder = _stage_table({96: _FACE_ENCODER_96}, self.img_size, "Wav2Lip")
-    decoder = _stage_table({96: _FACE_DECODER_96}, self.img_size, "Wav2Lip")
-    build = functools.partial(_build, dtype=self.dtype, param_dtype=self.param_dtype)
+    encoder = stage_table({96: _FACE_ENCODER_96}, self.img_size, "Wav2Lip")
+    decoder = stage_table({96: _FACE_DECODER_96}, self.img_size, "Wav2Lip")
+    build = functools.partial(build_layers, dtype=self.dtype, param_dtype=self.param_dtype)
     self.audio_encoder = AudioEncoder(num_residual_256=1, dtype=self.dtype,
                                       param_dtype=self.param_dtype)
     self.face_encoder_blocks = [build(stage) for stage in encoder]
@@ -163,7 +168,7 @@ class Wav2Lip(nn.Module):
 
   def __call__(self, mel_chunks: jnp.ndarray, faces: jnp.ndarray,
                train: bool = False) -> jnp.ndarray:
-    _check_shape("Wav2Lip faces", faces, (self.img_size, self.img_size, 6))
+    check_shape("Wav2Lip faces", faces, (self.img_size, self.img_size, 6))
     if mel_chunks.shape[0] != faces.shape[0]:
       raise ValueError(f"Wav2Lip: batch of mel_chunks {mel_chunks.shape} and faces "
                        f"{faces.shape} differ")
@@ -189,25 +194,29 @@ class QualityDiscriminator(nn.Module):
   `__call__(frames)`: frames (B, img_size, img_size, 3) full face crops in [0, 1]; the
   network looks at the lower half (rows img_size // 2 onwards) only. Returns (B,) float32
   probabilities that the frames are real. `train` is accepted for a uniform call signature
-  and changes nothing.
+  and changes nothing. `apply(..., method="logits")` gives the pre-sigmoid values.
   """
   img_size: int = 96
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    stages = _stage_table({96: _DISCRIMINATOR_96}, self.img_size, "QualityDiscriminator")
-    self.face_encoder_blocks = [_build(stage, self.dtype, self.param_dtype) for stage in stages]
+    stages = stage_table({96: _DISCRIMINATOR_96}, self.img_size, "QualityDiscriminator")
+    self.face_encoder_blocks = [build_layers(stage, self.dtype, self.param_dtype) for stage in stages]
     # Named after PyTorch's binary_pred.0 (a Sequential with a Sigmoid).
     self.binary_pred_0 = nn.Conv(1, (1, 1), padding="VALID", dtype=self.dtype,
                                  param_dtype=self.param_dtype)
 
-  def __call__(self, frames: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    del train
-    _check_shape("QualityDiscriminator frames", frames, (self.img_size, self.img_size, 3))
+  def logits(self, frames: jnp.ndarray) -> jnp.ndarray:
+    """(B, img_size, img_size, 3) -> (B,) float32 logits (for numerically stable BCE)."""
+    check_shape("QualityDiscriminator frames", frames, (self.img_size, self.img_size, 3))
     x = frames[:, self.img_size // 2:]
     for stage in self.face_encoder_blocks:
       for layer in stage:
         x = layer(x)
-    logits = self.binary_pred_0(x).astype(jnp.float32)
-    return nn.sigmoid(logits.reshape(logits.shape[0]))
+    x = self.binary_pred_0(x).astype(jnp.float32)
+    return x.reshape(x.shape[0])
+
+  def __call__(self, frames: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    del train  # No normalisation or dropout layers.
+    return nn.sigmoid(self.logits(frames))
