@@ -1,0 +1,188 @@
+"""The restricted reader against files written by the real `torch.save`."""
+
+import collections
+import os
+import pickle
+import zipfile
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+from lipsync_jax import torch_checkpoint
+from lipsync_jax.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointError
+
+FORMATS = {"zip": True, "legacy": False}
+
+
+def _save(obj, path, fmt):
+  torch.save(obj, path, _use_new_zipfile_serialization=FORMATS[fmt])
+  return path
+
+
+def _to_numpy(tensor):
+  if tensor.dtype == torch.bfloat16:
+    return tensor.float().numpy().astype(ml_dtypes.bfloat16)
+  return tensor.detach().numpy()
+
+
+def _assert_same(array, tensor):
+  expected = _to_numpy(tensor)
+  assert array.dtype == expected.dtype
+  assert array.shape == expected.shape
+  assert array.flags.c_contiguous
+  np.testing.assert_array_equal(array, expected)
+
+
+def _mixed_state_dict():
+  gen = torch.Generator().manual_seed(0)
+  base = torch.randn(6, 8, generator=gen)
+  shared = torch.arange(40, dtype=torch.float32)
+  return collections.OrderedDict([
+      ("conv.weight", torch.nn.Parameter(torch.randn(4, 3, 3, 3, generator=gen))),
+      ("half", torch.randn(5, 2, generator=gen).half()),
+      ("bf16", torch.randn(3, 7, generator=gen).bfloat16()),
+      ("long", torch.randint(-2**40, 2**40, (9,), generator=gen)),
+      ("mask", torch.rand(4, 4, generator=gen) > 0.5),
+      ("double", torch.randn(2, 2, generator=gen).double()),
+      ("scalar", torch.tensor(3.5)),
+      ("empty", torch.zeros(0, 3)),
+      ("transposed", base.t()),                      # non-contiguous view
+      ("strided", base[1::2, ::3]),                  # offset + strides
+      ("shared_a", shared[5:15].view(2, 5)),         # one storage, two offsets
+      ("shared_b", shared[20:32].view(3, 4).t()),
+  ])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_reads_dtypes_views_and_shared_storage(tmp_path, fmt):
+  state = _mixed_state_dict()
+  path = _save(state, tmp_path / "model.pth", fmt)
+  loaded = torch_checkpoint.read_state_dict(path)
+  assert list(loaded) == list(state)
+  for key, tensor in state.items():
+    _assert_same(loaded[key], tensor)
+  loaded["shared_a"][0, 0] = -1.0  # Independent copies, not views of one buffer.
+  assert loaded["shared_b"].min() >= 20.0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_unwraps_training_checkpoint_and_strips_module_prefix(tmp_path, fmt):
+  model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+  optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+  model(torch.randn(2, 3, 8, 8)).sum().backward()
+  optimizer.step()
+  state = {"module." + k: v for k, v in model.state_dict().items()}
+  checkpoint = {"state_dict": state, "optimizer": optimizer.state_dict(),
+                "global_step": 7, "global_epoch": 1, "notes": ["a", (1, 2.0)]}
+  path = _save(checkpoint, tmp_path / "ckpt.pth", fmt)
+  loaded = torch_checkpoint.read_state_dict(path)
+  assert sorted(loaded) == sorted(model.state_dict())
+  for key, tensor in model.state_dict().items():
+    _assert_same(loaded[key], tensor)
+  everything = torch_checkpoint.read_checkpoint(path)
+  assert everything["global_step"] == 7 and everything["notes"] == ["a", (1, 2.0)]
+  adam_state = everything["optimizer"]["state"][0]
+  _assert_same(adam_state["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+  assert everything["optimizer"]["param_groups"][0]["lr"] == 1e-4
+
+
+def test_reads_big_endian_zip_records(tmp_path):
+  state = {"w": torch.randn(3, 5), "c": torch.randn(4, dtype=torch.complex64),
+           "b": torch.randn(6).bfloat16()}
+  little = _save(state, tmp_path / "little.pth", "zip")
+  big = tmp_path / "big.pth"
+  dtypes = {"0": ">f4", "1": ">f4", "2": ">u2"}  # Byte-swap components, not complex pairs.
+  with zipfile.ZipFile(little) as src, zipfile.ZipFile(big, "w") as dst:
+    for name in src.namelist():
+      data = src.read(name)
+      if name.endswith("/byteorder"):
+        data = b"big"
+      elif "/data/" in name:
+        little_dtype = "<" + dtypes[name.rsplit("/", 1)[1]][1:]
+        data = np.frombuffer(data, little_dtype).astype(dtypes[name.rsplit("/", 1)[1]]).tobytes()
+      dst.writestr(name, data)
+  loaded = torch_checkpoint.read_state_dict(big)
+  for key, tensor in state.items():
+    _assert_same(loaded[key], tensor)
+
+
+class _Payload:
+  """Unpickling this would create the marker file (os.system via __reduce__)."""
+
+  def __init__(self, marker):
+    self.marker = str(marker)
+
+  def __reduce__(self):
+    return (os.system, (f"touch {self.marker}",))
+
+
+class _BuiltinsPayload(_Payload):
+
+  def __reduce__(self):
+    return (eval, (f"open({self.marker!r}, 'w').close()",))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("payload_type, forbidden", [(_Payload, "system"),
+                                                     (_BuiltinsPayload, r"builtin\w*\.eval")])
+def test_refuses_malicious_pickle_without_running_it(tmp_path, fmt, payload_type, forbidden):
+  marker = tmp_path / "pwned"
+  checkpoint = {"state_dict": {"w": torch.ones(2)}, "extra": payload_type(marker)}
+  path = _save(checkpoint, tmp_path / "evil.pth", fmt)
+  assert not marker.exists()
+  with pytest.raises(UnsafeCheckpointError, match=forbidden) as info:
+    torch_checkpoint.read_state_dict(path)
+  assert str(path) in str(info.value)
+  assert not marker.exists()
+  pickle.loads(pickle.dumps(payload_type(marker)))  # The payload is live.
+  assert marker.exists()
+
+
+def test_refuses_forbidden_global_in_plain_legacy_pickle(tmp_path):
+  path = tmp_path / "plain.pth"
+  with open(path, "wb") as f:
+    pickle.dump(0x1950a86a20f9469cfc6c, f, protocol=2)
+    pickle.dump(1001, f, protocol=2)
+    pickle.dump({}, f, protocol=2)
+    pickle.dump({"w": collections.Counter("ab")}, f, protocol=2)
+  with pytest.raises(UnsafeCheckpointError, match="collections.Counter"):
+    torch_checkpoint.read_state_dict(path)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_truncated_file_is_a_format_error(tmp_path, fmt):
+  path = _save({"w": torch.randn(64, 64)}, tmp_path / "full.pth", fmt)
+  data = path.read_bytes()
+  for cut in (len(data) // 3, len(data) - 100):
+    truncated = tmp_path / f"cut{cut}.pth"
+    truncated.write_bytes(data[:cut])
+    with pytest.raises(CheckpointFormatError, match="cut"):
+      torch_checkpoint.read_state_dict(truncated)
+
+
+def test_not_a_checkpoint_is_a_format_error(tmp_path):
+  text = tmp_path / "notes.txt"
+  text.write_text("not a checkpoint\n")
+  with pytest.raises(CheckpointFormatError, match="notes.txt"):
+    torch_checkpoint.read_state_dict(text)
+  bare_list = _save([torch.ones(1)], tmp_path / "list.pth", "zip")
+  with pytest.raises(CheckpointFormatError, match="not a state dict"):
+    torch_checkpoint.read_state_dict(bare_list)
+
+
+def test_out_of_bounds_stride_is_refused(tmp_path):
+  """A hand-edited size must not read past its storage (as_strided is unchecked)."""
+  path = _save({"w": torch.arange(4.0)}, tmp_path / "w.pth", "zip")
+  edited = tmp_path / "edited.pth"
+  with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
+    for name in src.namelist():
+      data = src.read(name)
+      if name.endswith("data.pkl"):
+        # size (4,) -> (100,): K\x04\x85 is BININT1 4, TUPLE1 in the pickle.
+        assert data.count(b"K\x04\x85") == 1
+        data = data.replace(b"K\x04\x85", b"Kd\x85")
+      dst.writestr(name, data)
+  with pytest.raises(CheckpointFormatError, match="storage of 4"):
+    torch_checkpoint.read_state_dict(edited)
