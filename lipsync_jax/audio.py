@@ -1,0 +1,244 @@
+"""Audio loading, the Wav2Lip-compatible mel spectrogram, and frame -> mel indexing.
+
+The mel spectrogram reproduces the original Wav2Lip computation (Rudrabha/Wav2Lip
+`audio.py` with its `hparams.py`), on which the official checkpoints were trained:
+
+  16 kHz mono -> pre-emphasis y[n] = x[n] - 0.97 x[n-1]
+  -> |STFT| (n_fft 800, hop 200, periodic Hann window of 800, centred with
+     *reflect* padding, as librosa 0.7 did; librosa >= 0.10 pads with zeros)
+  -> Slaney mel filterbank (80 bands, 55..7600 Hz, area-normalised), on the magnitude
+  -> 20 log10(max(1e-5, mel)) - 20
+  -> clip(8 (S + 100) / 100 - 4, -4, 4).
+
+There are 80 mel frames per second of audio and a mel window is 16 frames (0.2 s).
+
+Frame -> mel convention. The project has ONE convention, the one of Wav2Lip's
+inference: video frame i (0-based, at `fps` frames per second) is paired with the
+window of `MEL_WINDOW` mel frames starting at `int(80 * i / fps)`. Everything
+(samplers, SyncNet, inference, evaluation, the synthetic data) calls
+`mel_window_start` / `mel_window`. The original *training* code of the generator
+started each frame's window one video frame earlier (Wav2Lip issues #437, #680);
+`offset_frames=-1` reproduces that, as a compatibility switch only.
+"""
+
+from fractions import Fraction
+import math
+import os
+
+import av
+import numpy as np
+import scipy.signal
+
+SAMPLE_RATE = 16000
+MEL_FRAMES_PER_SECOND = 80
+MEL_WINDOW = 16
+
+N_FFT = 800
+HOP_LENGTH = 200
+NUM_MELS = 80
+FMIN = 55.0
+FMAX = 7600.0
+PREEMPHASIS = 0.97
+REF_LEVEL_DB = 20.0
+MIN_LEVEL_DB = -100.0
+MAX_ABS_VALUE = 4.0
+MIN_SAMPLES = N_FFT // 2 + 1
+_MAX_TRAILING_PADDING = 2048  # samples at 16 kHz
+
+
+class AudioError(ValueError):
+  """Audio that cannot be loaded or turned into a mel spectrogram."""
+
+
+def load_audio(path: str | os.PathLike) -> np.ndarray:
+  """Decodes the first audio stream of any container FFmpeg reads.
+
+  Channels are mixed down and the signal resampled to `SAMPLE_RATE` inside the
+  process (PyAV's bundled libswresample); no external ffmpeg is used.
+
+  Args:
+    path: a wav, mp3, m4a, mp4, mkv, ... file.
+
+  Returns:
+    float32 (num_samples,) mono signal at 16 kHz, nominally in [-1, 1].
+
+  Raises:
+    AudioError: the file is missing, unreadable, has no audio stream or no samples.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise AudioError(f"{path}: no such file")
+  chunks = []
+  try:
+    with av.open(path) as container:
+      if not container.streams.audio:
+        raise AudioError(f"{path}: no audio stream")
+      stream = container.streams.audio[0]
+      declared_s = (float(stream.duration * stream.time_base)
+                    if stream.duration and stream.time_base else None)
+      # Planar float at 16 kHz, channels kept: libswresample's own downmix weights
+      # stereo by 1/sqrt(2) each, librosa (the original's loader) averages them.
+      resampler = av.AudioResampler(format="fltp", layout=None, rate=SAMPLE_RATE)
+      for frame in container.decode(stream):
+        chunks.extend(f.to_ndarray().mean(axis=0) for f in resampler.resample(frame))
+      chunks.extend(f.to_ndarray().mean(axis=0) for f in resampler.resample(None))
+  except av.FFmpegError as e:
+    raise AudioError(f"{path}: unreadable audio ({e})") from e
+  wav = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+  if wav.size == 0:
+    raise AudioError(f"{path}: the audio stream has no samples")
+  if declared_s is not None:
+    # Codecs such as AAC decode whole frames; drop the padding past the declared
+    # duration (at most a couple of codec frames, never real audio).
+    declared = round(declared_s * SAMPLE_RATE)
+    if 0 < wav.size - declared <= _MAX_TRAILING_PADDING:
+      wav = wav[:declared]
+  return wav
+
+
+def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+  """Slaney's mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above."""
+  hz = np.asarray(hz, np.float64)
+  f_sp, min_log_hz = 200.0 / 3, 1000.0
+  min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+  log_part = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
+  return np.where(hz >= min_log_hz, log_part, hz / f_sp)
+
+
+def mel_to_hz(mel: np.ndarray) -> np.ndarray:
+  """Inverse of `hz_to_mel`."""
+  mel = np.asarray(mel, np.float64)
+  f_sp, min_log_hz = 200.0 / 3, 1000.0
+  min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+  log_part = min_log_hz * np.exp(logstep * (mel - min_log_mel))
+  return np.where(mel >= min_log_mel, log_part, f_sp * mel)
+
+
+def mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT,
+                   num_mels: int = NUM_MELS, fmin: float = FMIN,
+                   fmax: float = FMAX) -> np.ndarray:
+  """Slaney-style triangular mel filters with area normalisation (librosa's default).
+
+  Returns:
+    float32 (num_mels, n_fft // 2 + 1) weights applied to a magnitude spectrum.
+  """
+  fft_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+  edges_hz = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), num_mels + 2))
+  lower, centre, upper = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+  rising = (fft_hz[None] - lower) / (centre - lower)
+  falling = (upper - fft_hz[None]) / (upper - centre)
+  weights = np.maximum(0.0, np.minimum(rising, falling))
+  weights *= 2.0 / (upper - lower)
+  return weights.astype(np.float32)
+
+
+def stft_magnitude(wav: np.ndarray, n_fft: int = N_FFT,
+                   hop_length: int = HOP_LENGTH) -> np.ndarray:
+  """|STFT| with a periodic Hann window, centred frames and reflect padding.
+
+  Args:
+    wav: float (n,) signal with n > n_fft // 2.
+
+  Returns:
+    float32 (n_fft // 2 + 1, n // hop_length + 1) magnitudes.
+  """
+  padded = np.pad(np.asarray(wav, np.float32), n_fft // 2, mode="reflect")
+  num_frames = 1 + (padded.size - n_fft) // hop_length
+  frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length][:num_frames]
+  window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+  return np.abs(np.fft.rfft(frames * window, axis=-1)).T.astype(np.float32)
+
+
+def melspectrogram(wav: np.ndarray) -> np.ndarray:
+  """Wav2Lip's normalised log-mel spectrogram of a 16 kHz mono signal.
+
+  Args:
+    wav: float (num_samples,) at `SAMPLE_RATE`, at least `MIN_SAMPLES` long.
+
+  Returns:
+    float32 (80, num_samples // 200 + 1) in [-4, 4]; column m is centred on sample 200 m.
+
+  Raises:
+    AudioError: the signal is not 1-D, empty, shorter than `MIN_SAMPLES` or not finite.
+  """
+  wav = np.asarray(wav, np.float32)
+  if wav.ndim != 1:
+    raise AudioError(f"melspectrogram expects a 1-D signal, got shape {wav.shape}")
+  if wav.size < MIN_SAMPLES:
+    raise AudioError(f"audio too short for a mel spectrogram: {wav.size} samples "
+                     f"(need at least {MIN_SAMPLES})")
+  if not np.all(np.isfinite(wav)):
+    raise AudioError("audio contains NaN or infinite samples")
+  emphasised = scipy.signal.lfilter([1.0, -PREEMPHASIS], [1.0], wav).astype(np.float32)
+  mel = mel_filterbank() @ stft_magnitude(emphasised)
+  min_level = 10.0 ** (MIN_LEVEL_DB / 20.0)
+  db = 20.0 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
+  normalised = 2 * MAX_ABS_VALUE * (db - MIN_LEVEL_DB) / -MIN_LEVEL_DB - MAX_ABS_VALUE
+  return np.clip(normalised, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
+
+
+def mel_window_start(frame_index: int, fps: float, offset_frames: int = 0) -> int:
+  """First mel frame of the window of video frame `frame_index`.
+
+  `int(80 * (frame_index + offset_frames) / fps)`, computed exactly (no float
+  rounding at integer boundaries). `offset_frames=-1` is the original Wav2Lip
+  generator-training convention; the project's convention is 0.
+
+  Args:
+    frame_index: 0-based video frame index.
+    fps: video frames per second (e.g. 25, 29.97, Fraction(30000, 1001)).
+    offset_frames: shift of the window in video frames.
+  """
+  fps = Fraction(fps).limit_denominator(1_000_000)
+  if fps <= 0:
+    raise ValueError(f"fps must be positive, got {float(fps)}")
+  return math.trunc(MEL_FRAMES_PER_SECOND * (int(frame_index) + int(offset_frames)) / fps)
+
+
+def mel_window(mel: np.ndarray, frame_index: int, fps: float, offset_frames: int = 0,
+               clamp: bool = False) -> np.ndarray:
+  """The (80, 16) mel window paired with a video frame.
+
+  Args:
+    mel: (80, n_mel) spectrogram from `melspectrogram`.
+    frame_index: 0-based video frame index.
+    fps: video frames per second.
+    offset_frames: see `mel_window_start`.
+    clamp: inference behaviour: a window running past the end of `mel` is replaced by
+      the last `MEL_WINDOW` frames (and one starting before 0 by the first ones).
+
+  Returns:
+    (80, MEL_WINDOW) slice of `mel` (same dtype).
+
+  Raises:
+    ValueError: the window is out of range and `clamp` is False, or `mel` is shorter
+      than one window.
+  """
+  num_mel = mel.shape[-1]
+  if num_mel < MEL_WINDOW:
+    raise ValueError(f"mel has {num_mel} frames, fewer than one window ({MEL_WINDOW})")
+  start = mel_window_start(frame_index, fps, offset_frames)
+  if clamp:
+    start = min(max(start, 0), num_mel - MEL_WINDOW)
+  elif start < 0 or start + MEL_WINDOW > num_mel:
+    raise ValueError(f"mel window [{start}, {start + MEL_WINDOW}) of frame {frame_index} "
+                     f"is outside the {num_mel} mel frames")
+  return mel[..., start:start + MEL_WINDOW]
+
+
+def num_video_frames_for_mel(num_mel: int, fps: float) -> int:
+  """How many mel windows (hence output frames) Wav2Lip's inference makes of `num_mel`.
+
+  The original emits the window of frame i = 0, 1, ... while it fits entirely
+  (`mel_window_start(i, fps) + 16 <= num_mel`), then one last window clamped to the
+  end, and stops; the video is cut (or a still image repeated) to this many frames.
+  With `mel_window(..., clamp=True)` frames 0 .. result - 1 give exactly those windows.
+
+  Raises:
+    ValueError: `num_mel` is shorter than one window.
+  """
+  if num_mel < MEL_WINDOW:
+    raise ValueError(f"mel has {num_mel} frames, fewer than one window ({MEL_WINDOW})")
+  fps = Fraction(fps).limit_denominator(1_000_000)
+  # int(80 i / fps) <= n - 16  <=>  80 i / fps < n - 15  <=>  i < (n - 15) fps / 80.
+  return math.ceil((num_mel - MEL_WINDOW + 1) * fps / MEL_FRAMES_PER_SECOND) + 1
