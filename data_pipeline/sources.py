@@ -1,0 +1,307 @@
+"""Grain input pipeline: a random-access clip source and the two Wav2Lip samplers.
+
+A clip (one record of `data_pipeline.records`) is a dict
+`{"clip_id": str, "fps": float, "frames": list[JPEG bytes] | uint8 (T, H, W, 3) RGB,
+"mel": float32 (80, N), "boxes": int32 (T, 4)}`. Frames stay encoded until a sampler
+has picked the few it needs.
+
+Samplers (`grain.transforms.RandomMap`, seeded per element by Grain) follow the
+original Wav2Lip training scripts (`color_syncnet_train.py`, `hq_wav2lip_train.py`):
+
+- `SyncNetPairs`: a random start frame f gives the mel window of f; with probability
+  1/2 the 5 frames start at f (label 1), else at a different random start g of the same
+  clip (label 0; the frames are shifted, the mel stays at f). Output
+  `{"mel": (80, 16, 1), "faces": (H/2, W, 15), "label": ()}`; `faces` stacks the lower
+  halves (rows H/2..H) of the 5 frames on channels, frame-major (channel 3k + c).
+- `GeneratorWindows`: a 5-frame window at f is the target; its copy with the lower half
+  zeroed and a window at a different random start g (the reference) are concatenated
+  on channels. Frame f + k gets the mel window of frame f + k + `mel_offset_frames`
+  (0: this project's convention, the one inference uses; -1: the original training
+  script); `sync_mel` is the window of frame f. Output `{"inputs": (5, H, W, 6),
+  "mel_chunks": (5, 80, 16, 1), "sync_mel": (80, 16, 1), "target": (5, H, W, 3)}`.
+
+Images are float32 in [0, 1], RGB unless `channel_order="bgr"` (official checkpoints).
+Starts are drawn uniformly among those whose frames and mel windows lie inside the clip,
+which is the distribution of the original rejection loops. Clips with <= 3T frames are
+dropped when the source is built (as the original does); an empty dataset raises.
+
+The trainer builds an iterator with `syncnet_iterator` / `generator_iterator`; its
+`get_state()` / `set_state()` round-trip, and with orbax:
+`ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it), ...)` to save and
+`grain.checkpoint.CheckpointRestore(it)` on a freshly built iterator to restore.
+Worker processes start by spawn, so this module has no import-time side effects.
+"""
+
+import bisect
+import dataclasses
+import io
+import os
+from typing import Any, Callable, Sequence
+
+from absl import flags
+import grain
+import numpy as np
+from PIL import Image
+
+from lipsync_jax import audio
+
+WINDOW_FRAMES = 5  # T: frames per SyncNet / generator window.
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+Clip = dict[str, Any]
+
+
+class DatasetError(ValueError):
+  """The dataset is empty, unreadable or inconsistent."""
+
+
+class ClipSource:
+  """Random access to the usable clips of a record collection.
+
+  `records[i]` is a clip dict, or whatever `decode` turns into one (e.g. serialized
+  bytes from an ArrayRecord reader with `decode=records.decode_record`). Building the
+  source reads every record once to find the clips with more than
+  `min_frames` frames (unless `frame_counts` gives them), which also proves the
+  dataset readable. A `grain.sources.RandomAccessDataSource`; picklable whenever
+  `records` and `decode` are (Grain worker processes).
+  """
+
+  def __init__(self, records: Sequence[Any], *, decode: Callable[[Any], Clip] | None = None,
+               frame_counts: Sequence[int] | None = None,
+               min_frames: int = 3 * WINDOW_FRAMES + 1, name: str = "dataset"):
+    self._records = records
+    self._decode = decode
+    num_records = len(records)
+    if num_records == 0:
+      raise DatasetError(f"{name}: no records")
+    if frame_counts is None:
+      frame_counts = [len(self._read(i, name)["frames"]) for i in range(num_records)]
+    elif len(frame_counts) != num_records:
+      raise DatasetError(f"{name}: {len(frame_counts)} frame counts for {num_records} records")
+    self._indices = [i for i, n in enumerate(frame_counts) if n >= min_frames]
+    if not self._indices:
+      raise DatasetError(f"{name}: none of the {num_records} records has >= {min_frames} frames")
+    self.num_skipped = num_records - len(self._indices)
+
+  def _read(self, record_index: int, name: str = "dataset") -> Clip:
+    try:
+      record = self._records[record_index]
+      return self._decode(record) if self._decode is not None else record
+    except Exception as e:  # pylint: disable=broad-except
+      raise DatasetError(f"{name}: record {record_index} unreadable: {e}") from e
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int) -> Clip:
+    return self._read(self._indices[index])
+
+
+def open_record_source(paths_or_dir: str | os.PathLike | Sequence[str | os.PathLike],
+                       frame_counts: Sequence[int] | None = None) -> ClipSource:
+  """ClipSource over the ArrayRecord shards of `data_pipeline.records` (a directory
+  or a list of shard paths); raises DatasetError when they are missing or unreadable."""
+  # Imported here: only shard-backed sources need ArrayRecord and protobuf.
+  from data_pipeline import records  # pylint: disable=g-import-not-at-top
+  name = str(paths_or_dir) if isinstance(paths_or_dir, (str, os.PathLike)) else (
+      f"{len(paths_or_dir)} shards")
+  try:
+    reader = records.open_shards(paths_or_dir, decode=False)
+  except Exception as e:  # pylint: disable=broad-except
+    raise DatasetError(f"{name}: cannot open record shards: {e}") from e
+  return ClipSource(reader, decode=records.decode_record, frame_counts=frame_counts,
+                    name=name)
+
+
+def decode_frames(clip: Clip, indices: Sequence[int], channel_order: str) -> np.ndarray:
+  """Frames `indices` of `clip` as float32 (len(indices), H, W, 3) in [0, 1]."""
+  frames = []
+  for i in indices:
+    frame = clip["frames"][i]
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+      with Image.open(io.BytesIO(frame)) as image:
+        frame = np.asarray(image.convert("RGB"))
+    frames.append(frame)
+  out = np.stack(frames).astype(np.float32) / 255.0
+  return out[..., ::-1].copy() if channel_order == "bgr" else out
+
+
+def fitting_starts(clip: Clip, count: int, offsets: Sequence[int] = (0,)) -> np.ndarray:
+  """Frames f in [0, count) whose mel windows of frames f + o (o in `offsets`) all lie
+  inside the clip's mel. Window starts grow with the frame index, so this is a range."""
+  num_mel, fps = clip["mel"].shape[1], clip["fps"]
+  low, high = min(offsets), max(offsets)
+  first = bisect.bisect_left(
+      range(count), True, key=lambda f: audio.mel_window_start(f + low, fps) >= 0)
+  end = bisect.bisect_left(
+      range(count), True,
+      key=lambda f: audio.mel_window_start(f + high, fps) + audio.MEL_WINDOW > num_mel)
+  return np.arange(first, max(first, end))
+
+
+def _mel(clip: Clip, frame_index: int, offset_frames: int = 0) -> np.ndarray:
+  window = audio.mel_window(clip["mel"], frame_index, clip["fps"], offset_frames)
+  return np.asarray(window, np.float32)[..., None]
+
+
+def _num_window_starts(clip: Clip) -> int:
+  return max(0, len(clip["frames"]) - WINDOW_FRAMES + 1)
+
+
+def _no_start(clip: Clip, what: str) -> DatasetError:
+  return DatasetError(f"clip {clip.get('clip_id')!r}: no {what} (mel {clip['mel'].shape[1]} "
+                      f"frames for {len(clip['frames'])} video frames at {clip['fps']} fps)")
+
+
+def _draw(rng: np.random.Generator, starts: np.ndarray, clip: Clip, what: str) -> int:
+  """A uniform element of `starts`."""
+  if starts.size == 0:
+    raise _no_start(clip, what)
+  return int(starts[rng.integers(starts.size)])
+
+
+def _draw_distinct_pair(rng: np.random.Generator, first_starts: np.ndarray,
+                        second_starts: np.ndarray, clip: Clip, what: str) -> tuple[int, int]:
+  """(a, b), uniform over first_starts x second_starts with a != b.
+
+  The distribution of the original's loop: two random frames, redrawn until distinct
+  and both usable.
+  """
+  if first_starts.size == 0 or np.union1d(first_starts, second_starts).size < 2:
+    raise _no_start(clip, what)
+  while True:
+    first, second = _draw(rng, first_starts, clip, what), _draw(rng, second_starts, clip, what)
+    if first != second:
+      return first, second
+
+
+def _check_channel_order(channel_order: str) -> None:
+  if channel_order not in CHANNEL_ORDERS:
+    raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncNetPairs(grain.transforms.RandomMap):
+  """Clip -> SyncNet example: 5 lower halves, one mel window, in/off-sync label."""
+  channel_order: str = "rgb"
+
+  def __post_init__(self):
+    _check_channel_order(self.channel_order)
+
+  def random_map(self, clip: Clip, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    frame_starts = np.arange(_num_window_starts(clip))
+    mel_starts = fitting_starts(clip, len(clip["frames"]))
+    in_sync = bool(rng.integers(2))
+    if in_sync:
+      mel_start = frames_start = _draw(
+          rng, fitting_starts(clip, frame_starts.size), clip, "in-sync start")
+    else:
+      mel_start, frames_start = _draw_distinct_pair(
+          rng, mel_starts, frame_starts, clip, "off-sync pair")
+    frames = decode_frames(clip, range(frames_start, frames_start + WINDOW_FRAMES),
+                           self.channel_order)
+    t, h, w, c = frames.shape
+    lower = frames[:, h // 2:].transpose(1, 2, 0, 3).reshape(h - h // 2, w, t * c)
+    return {"mel": _mel(clip, mel_start), "faces": lower,
+            "label": np.float32(in_sync)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorWindows(grain.transforms.RandomMap):
+  """Clip -> generator example: masked target + reference window, mel chunks, target."""
+  mel_offset_frames: int = 0
+  channel_order: str = "rgb"
+
+  def __post_init__(self):
+    _check_channel_order(self.channel_order)
+
+  def random_map(self, clip: Clip, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    frame_starts = np.arange(_num_window_starts(clip))
+    # The SyncNet window of f and the chunk windows of f + k + offset, k = 0..T-1.
+    target_starts = fitting_starts(
+        clip, frame_starts.size,
+        (0, self.mel_offset_frames, WINDOW_FRAMES - 1 + self.mel_offset_frames))
+    start, reference_start = _draw_distinct_pair(
+        rng, target_starts, frame_starts, clip, "target window with its mel windows")
+    target = decode_frames(clip, range(start, start + WINDOW_FRAMES), self.channel_order)
+    reference = decode_frames(clip, range(reference_start, reference_start + WINDOW_FRAMES),
+                              self.channel_order)
+    masked = target.copy()
+    masked[:, target.shape[1] // 2:] = 0.0
+    mel_chunks = np.stack([_mel(clip, start + k, self.mel_offset_frames)
+                           for k in range(WINDOW_FRAMES)])
+    return {"inputs": np.concatenate([masked, reference], axis=-1),
+            "mel_chunks": mel_chunks, "sync_mel": _mel(clip, start), "target": target}
+
+
+def ensure_absl_flags_parsed() -> None:
+  """Lets Grain read its absl flags outside `absl.app.run` (tests, notebooks).
+
+  Grain's worker processes read `--grain_*` flags; unparsed flags raise
+  `UnparsedFlagAccessError`. Under `app.run` flags are parsed and this does nothing;
+  elsewhere the defaults are marked parsed.
+  """
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def make_dataset(source: Sequence[Clip], sampler: grain.transforms.RandomMap, *,
+                 batch_size: int, seed: int, shard_index: int = 0, shard_count: int = 1,
+                 num_epochs: int | None = None,
+                 drop_remainder: bool = True) -> grain.MapDataset:
+  """Clips -> shuffled (per epoch), sampled, batched `MapDataset` for one host.
+
+  Host `shard_index` of `shard_count` takes clips shard_index, shard_index +
+  shard_count, ... (use `jax.process_index()`, `jax.process_count()`). Element i is
+  the same for any worker count. `num_epochs=None` repeats forever.
+  """
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+  if len(source) < shard_count:
+    raise DatasetError(f"{len(source)} clips cannot feed {shard_count} shards")
+  shuffle_seed, sampler_seed = np.random.SeedSequence([seed, shard_index]).generate_state(2)
+  dataset = grain.MapDataset.source(source)[shard_index::shard_count]
+  dataset = dataset.shuffle(seed=int(shuffle_seed)).repeat(num_epochs)
+  dataset = dataset.random_map(sampler, seed=int(sampler_seed))
+  return dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def make_iterator(dataset: grain.MapDataset, *, worker_count: int = 0,
+                  read_threads: int = 1, prefetch_batches: int = 2) -> grain.DatasetIterator:
+  """Iterator over `dataset` with `worker_count` processes (0: in this process).
+
+  Each process computes whole batches in `read_threads` threads, keeping
+  `prefetch_batches` ready. Close it (`it.close()`) to stop workers promptly.
+  """
+  read_options = grain.ReadOptions(num_threads=read_threads,
+                                   prefetch_buffer_size=prefetch_batches)
+  iter_dataset = dataset.to_iter_dataset(read_options)
+  if worker_count > 0:
+    ensure_absl_flags_parsed()
+    iter_dataset = iter_dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=worker_count))
+  return iter(iter_dataset)
+
+
+def syncnet_iterator(source: Sequence[Clip], *, batch_size: int, seed: int,
+                     channel_order: str = "rgb", worker_count: int = 0,
+                     shard_index: int = 0, shard_count: int = 1,
+                     num_epochs: int | None = None, **iterator_options) -> grain.DatasetIterator:
+  """Batches `{"mel": (B, 80, 16, 1), "faces": (B, H/2, W, 15), "label": (B,)}`."""
+  dataset = make_dataset(source, SyncNetPairs(channel_order), batch_size=batch_size, seed=seed,
+                         shard_index=shard_index, shard_count=shard_count,
+                         num_epochs=num_epochs)
+  return make_iterator(dataset, worker_count=worker_count, **iterator_options)
+
+
+def generator_iterator(source: Sequence[Clip], *, batch_size: int, seed: int,
+                       mel_offset_frames: int = 0, channel_order: str = "rgb",
+                       worker_count: int = 0, shard_index: int = 0, shard_count: int = 1,
+                       num_epochs: int | None = None,
+                       **iterator_options) -> grain.DatasetIterator:
+  """Batches `{"inputs": (B, 5, H, W, 6), "mel_chunks": (B, 5, 80, 16, 1),
+  "sync_mel": (B, 80, 16, 1), "target": (B, 5, H, W, 3)}`."""
+  dataset = make_dataset(source, GeneratorWindows(mel_offset_frames, channel_order),
+                         batch_size=batch_size, seed=seed, shard_index=shard_index,
+                         shard_count=shard_count, num_epochs=num_epochs)
+  return make_iterator(dataset, worker_count=worker_count, **iterator_options)

@@ -1,0 +1,192 @@
+"""Tests of the Grain samplers: reference semantics, determinism, state, errors."""
+
+import numpy as np
+import pytest
+
+import grain
+from data_pipeline import sources
+from lipsync_jax import audio
+
+T = sources.WINDOW_FRAMES
+FPS = 25.0
+
+
+def indexed_clip(seed: int, num_frames: int, size: int = 16) -> dict:
+  """A clip whose frames are distinct noise images and whose mel row 0 is the column index."""
+  rng = np.random.default_rng(seed)
+  num_mel = int(num_frames * 80 / FPS) + 1
+  mel = rng.normal(size=(80, num_mel)).astype(np.float32)
+  mel[0] = np.arange(num_mel)
+  return {"clip_id": f"clip{seed}", "fps": FPS,
+          "frames": rng.integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8),
+          "mel": mel, "boxes": np.zeros((num_frames, 4), np.int32)}
+
+
+def frame_indices(clip: dict, images: np.ndarray) -> list[int]:
+  """Which frames of `clip` the [0, 1] images (K, h, W, 3) are (their top or bottom rows)."""
+  frames = clip["frames"].astype(np.float32) / 255.0
+  h = images.shape[1]
+  found = []
+  for image in images:
+    errors = [min(np.abs(f[:h] - image).max(), np.abs(f[-h:] - image).max()) for f in frames]
+    assert min(errors) < 1e-6
+    found.append(int(np.argmin(errors)))
+  return found
+
+
+def mel_start(window: np.ndarray) -> int:
+  return int(window[0, 0, 0])
+
+
+@pytest.fixture(scope="module")
+def clips():
+  return [indexed_clip(seed, num_frames) for seed, num_frames in enumerate([40, 23, 16, 60])]
+
+
+def test_syncnet_pairs_follow_reference(clips):
+  sampler = sources.SyncNetPairs()
+  labels = []
+  for i in range(200):
+    clip = clips[i % len(clips)]
+    example = sampler.random_map(clip, np.random.default_rng(i))
+    assert example["faces"].shape == (8, 16, 15) and example["mel"].shape == (80, 16, 1)
+    faces = example["faces"].reshape(8, 16, T, 3).transpose(2, 0, 1, 3)
+    frames = frame_indices(clip, faces)
+    first = frames[0]
+    assert frames == list(range(first, first + T))
+    np.testing.assert_array_equal(faces, clip["frames"][first:first + T, 8:] / np.float32(255))
+    start = mel_start(example["mel"])
+    mel_frame = next(f for f in range(len(clip["frames"]))
+                     if int(80 * f / FPS) == start)  # the frame whose window it is
+    np.testing.assert_array_equal(example["mel"][..., 0], clip["mel"][:, start:start + 16])
+    assert (first == mel_frame) == bool(example["label"])
+    labels.append(float(example["label"]))
+  assert 70 < sum(labels) < 130  # Bernoulli(1/2), 200 draws: > 4 sigma margin.
+
+
+@pytest.mark.parametrize("mel_offset_frames", [0, -1])
+def test_generator_windows_follow_reference(clips, mel_offset_frames):
+  sampler = sources.GeneratorWindows(mel_offset_frames=mel_offset_frames)
+  starts = set()
+  for i in range(60):
+    clip = clips[i % len(clips)]
+    example = sampler.random_map(clip, np.random.default_rng(i))
+    target, inputs = example["target"], example["inputs"]
+    assert inputs.shape == (T, 16, 16, 6) and example["mel_chunks"].shape == (T, 80, 16, 1)
+    first = frame_indices(clip, target)[0]
+    np.testing.assert_array_equal(target, clip["frames"][first:first + T] / np.float32(255))
+    np.testing.assert_array_equal(inputs[:, :8, :, :3], target[:, :8])
+    assert not inputs[:, 8:, :, :3].any()
+    reference = frame_indices(clip, inputs[..., 3:])
+    assert reference[0] != first and reference == list(range(reference[0], reference[0] + T))
+    for k in range(T):
+      expected = audio.mel_window(clip["mel"], first + k, FPS, mel_offset_frames)
+      np.testing.assert_array_equal(example["mel_chunks"][k, ..., 0], expected)
+      assert mel_start(example["mel_chunks"][k]) == int(80 * (first + k + mel_offset_frames) / 25)
+    assert mel_start(example["sync_mel"]) == int(80 * first / 25)
+    starts.add((clip["clip_id"], first))
+  if mel_offset_frames == -1:
+    assert all(first >= 1 for _, first in starts)
+  assert len(starts) > 30  # random windows, not a fixed one
+
+
+def test_bgr_flips_channels(clips):
+  rng_seed = 3
+  rgb = sources.GeneratorWindows().random_map(clips[0], np.random.default_rng(rng_seed))
+  bgr = sources.GeneratorWindows(channel_order="bgr").random_map(
+      clips[0], np.random.default_rng(rng_seed))
+  np.testing.assert_array_equal(bgr["target"], rgb["target"][..., ::-1])
+  np.testing.assert_array_equal(bgr["inputs"][..., 3:], rgb["inputs"][..., 5:2:-1])
+  with pytest.raises(ValueError, match="channel_order"):
+    sources.SyncNetPairs(channel_order="rbg")
+
+
+def test_source_skips_short_clips_and_fails_on_empty(clips):
+  source = sources.ClipSource(clips + [indexed_clip(9, 15)])
+  assert len(source) == len(clips) and source.num_skipped == 1
+  with pytest.raises(sources.DatasetError, match="no records"):
+    sources.ClipSource([])
+  with pytest.raises(sources.DatasetError, match="none of the 2 records"):
+    sources.ClipSource([indexed_clip(0, 15), indexed_clip(1, 3)])
+  with pytest.raises(sources.DatasetError, match="record 1 unreadable"):
+    sources.ClipSource([b"a", b"b"], decode=lambda raw: clips[0] if raw == b"a" else {}.pop(0))
+
+
+def test_missing_shards_fail_loudly(tmp_path):
+  with pytest.raises(sources.DatasetError, match="cannot open record shards"):
+    sources.open_record_source(tmp_path / "nothing_here")
+
+
+def batches(iterator, count):
+  out = [next(iterator) for _ in range(count)]
+  return [{k: np.array(v) for k, v in b.items()} for b in out]
+
+
+def assert_same_batches(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_iterator_is_deterministic_by_seed(clips):
+  source = sources.ClipSource(clips)
+  make = lambda seed: sources.generator_iterator(source, batch_size=3, seed=seed)
+  first = batches(make(0), 4)
+  assert first[0]["inputs"].shape == (3, T, 16, 16, 6)
+  assert first[0]["mel_chunks"].shape == (3, T, 80, 16, 1)
+  assert first[0]["sync_mel"].shape == (3, 80, 16, 1)
+  assert first[0]["target"].dtype == np.float32
+  assert_same_batches(first, batches(make(0), 4))
+  other = batches(make(1), 4)
+  assert any(not np.array_equal(x["target"], y["target"]) for x, y in zip(first, other))
+
+
+def test_shards_split_clips(clips):
+  source = sources.ClipSource(clips)
+  seen = []
+  for shard_index in range(2):
+    it = sources.syncnet_iterator(source, batch_size=1, seed=0, shard_index=shard_index,
+                                  shard_count=2, num_epochs=1)
+    ids = set()
+    for batch in it:  # mel row 1 is noise, unique to its clip
+      ids.add(next(c["clip_id"] for c in clips
+                   if np.isin(batch["mel"][0, 1, :, 0], c["mel"][1]).all()))
+    seen.append(ids)
+  assert not seen[0] & seen[1] and seen[0] | seen[1] == {c["clip_id"] for c in clips}
+
+
+@pytest.mark.parametrize("worker_count", [0, 1])
+def test_state_restore_gives_same_next_batches(clips, worker_count):
+  source = sources.ClipSource(clips)
+  make = lambda: sources.syncnet_iterator(source, batch_size=2, seed=5,
+                                          worker_count=worker_count)
+  iterator = make()
+  batches(iterator, 3)
+  state = iterator.get_state()
+  expected = batches(iterator, 4)
+  restored = make()
+  restored.set_state(state)
+  assert_same_batches(batches(restored, 4), expected)
+  iterator.close()
+  restored.close()
+
+
+def test_orbax_checkpoint_round_trip(clips, tmp_path):
+  ocp = pytest.importorskip("orbax.checkpoint")
+  source = sources.ClipSource(clips)
+  make = lambda: sources.syncnet_iterator(source, batch_size=2, seed=7)
+  iterator = make()
+  batches(iterator, 2)
+  with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
+    manager.save(2, args=ocp.args.Composite(
+        data=grain.checkpoint.CheckpointSave(iterator),
+        step=ocp.args.JsonSave({"step": 2})))
+    manager.wait_until_finished()
+    expected = batches(iterator, 3)
+    restored = manager.restore(2, args=ocp.args.Composite(
+        data=grain.checkpoint.CheckpointRestore(make()),
+        step=ocp.args.JsonRestore()))
+  assert restored.step == {"step": 2}
+  assert_same_batches(batches(restored.data, 3), expected)
