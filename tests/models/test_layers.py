@@ -1,0 +1,74 @@
+"""ConvBlock's residual option against a PyTorch Conv2d -> BatchNorm2d reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from lipsync_jax.models.layers import ConvBlock
+
+
+def _torch_conv_bn(params, stats, x_nhwc, train):
+  """Conv2d(3x3, pad 1) -> BatchNorm2d from flax variables.
+
+  Returns (y, conv output before BN, new running mean), all NHWC numpy.
+  """
+  kernel = np.asarray(params["conv"]["kernel"])
+  conv = torch.nn.Conv2d(kernel.shape[2], kernel.shape[3], 3, padding=1)
+  bn = torch.nn.BatchNorm2d(kernel.shape[3], momentum=0.1, eps=1e-5)
+  with torch.no_grad():
+    conv.weight.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))
+    conv.bias.copy_(torch.tensor(np.asarray(params["conv"]["bias"])))
+    bn.weight.copy_(torch.tensor(np.asarray(params["bn"]["scale"])))
+    bn.bias.copy_(torch.tensor(np.asarray(params["bn"]["bias"])))
+    bn.running_mean.copy_(torch.tensor(np.asarray(stats["bn"]["mean"])))
+    bn.running_var.copy_(torch.tensor(np.asarray(stats["bn"]["var"])))
+    bn.train(train)
+    x = torch.tensor(np.asarray(x_nhwc).transpose(0, 3, 1, 2).copy())
+    pre_bn = conv(x)
+    y = bn(pre_bn).numpy().transpose(0, 2, 3, 1)
+  return y, pre_bn.numpy().transpose(0, 2, 3, 1), bn.running_mean.numpy()
+
+
+def _random_variables(variables, seed):
+  """Replaces every leaf by random values (variances kept positive)."""
+  leaves, tree = jax.tree_util.tree_flatten_with_path(variables)
+  rng = np.random.default_rng(seed)
+  new = []
+  for path, leaf in leaves:
+    value = rng.normal(size=leaf.shape).astype(np.float32)
+    if "var" in jax.tree_util.keystr(path):
+      value = rng.uniform(0.5, 2.0, size=leaf.shape).astype(np.float32)
+    new.append(jnp.asarray(value))
+  return jax.tree_util.tree_unflatten(tree, new)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_conv_block_residual_matches_torch(train):
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 4))
+  block = ConvBlock(4, 3, padding=1, residual=True)
+  variables = _random_variables(block.init(jax.random.key(1), x), seed=2)
+  if train:
+    y, updates = block.apply(variables, x, train=True, mutable=["batch_stats"])
+  else:
+    y = block.apply(variables, x)
+  branch, pre_bn, mean = _torch_conv_bn(variables["params"], variables["batch_stats"], x, train)
+  np.testing.assert_allclose(np.asarray(y), np.maximum(branch + np.asarray(x), 0), atol=1e-4)
+  if train:
+    new_stats = updates["batch_stats"]["bn"]
+    np.testing.assert_allclose(np.asarray(new_stats["mean"]), mean, atol=1e-5)
+    # flax updates the running variance with the biased batch variance (PyTorch: unbiased).
+    old_var = np.asarray(variables["batch_stats"]["bn"]["var"])
+    np.testing.assert_allclose(np.asarray(new_stats["var"]),
+                               0.9 * old_var + 0.1 * pre_bn.var(axis=(0, 1, 2)), rtol=1e-4)
+
+
+def test_conv_block_without_residual_differs_only_by_the_skip():
+  x = jax.random.normal(jax.random.key(3), (1, 4, 4, 3))
+  with_skip = ConvBlock(3, 3, padding=1, residual=True)
+  variables = _random_variables(with_skip.init(jax.random.key(4), x), seed=5)
+  plain = ConvBlock(3, 3, padding=1).apply(variables, x)
+  branch, _, _ = _torch_conv_bn(variables["params"], variables["batch_stats"], x, False)
+  np.testing.assert_allclose(np.asarray(plain), np.maximum(branch, 0), atol=1e-4)
+  assert not np.allclose(np.asarray(plain), np.asarray(with_skip.apply(variables, x)))
