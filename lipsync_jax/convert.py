@@ -1,0 +1,188 @@
+"""PyTorch checkpoints -> flax variables for Wav2Lip, SyncNet, the discriminator and LPIPS.
+
+The file is read by `lipsync_jax.torch_checkpoint.read_state_dict` (weights only, no torch,
+no arbitrary unpickling). Our flax modules name their submodules after the PyTorch attribute
+paths, so each flax variable has exactly one PyTorch key:
+
+  params/face_encoder_blocks_1_0/conv/kernel  <-  face_encoder_blocks.1.0.conv_block.0.weight
+  params/audio_encoder/layers_3/bn/scale      <-  audio_encoder.3.conv_block.1.weight
+  batch_stats/face_encoder_3/bn/mean          <-  face_encoder.3.conv_block.1.running_mean
+  params/output_block_1/bias                  <-  output_block.1.bias
+
+Kernels are transposed once, here: Conv2d (O, I, kH, kW) -> (kH, kW, I, O) and
+ConvTranspose2d (Cin, Cout, kH, kW) -> (kH, kW, Cout, Cin) (the layout of
+`ConvTransposeBlock`, which flips spatially itself); both are `transpose(2, 3, 1, 0)`.
+`num_batches_tracked` buffers are ignored. Anything else that does not match raises
+`CheckpointMismatchError` naming the keys.
+
+Converted checkpoints on disk (`save_converted` / `restore_converted`, used by
+tools/convert_torch.py): a directory with `variables/` (orbax) and `metadata.json`
+(model name, `channel_order`, source file).
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from lipsync_jax.models.syncnet import SyncNet
+from lipsync_jax.models.wav2lip import QualityDiscriminator, Wav2Lip
+from lipsync_jax.torch_checkpoint import read_state_dict
+
+MODELS = ("wav2lip", "syncnet", "quality_discriminator", "lpips_vgg16")
+_IGNORED_SUFFIX = ".num_batches_tracked"
+_MODULE_NAMES = {"conv": "conv_block.0", "bn": "conv_block.1"}
+_LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
+               "var": "running_var"}
+
+
+class CheckpointMismatchError(ValueError):
+  """The checkpoint's keys or shapes do not match the model."""
+
+
+def _flax_model(model: str) -> tuple[nn.Module, tuple[jax.ShapeDtypeStruct, ...]]:
+  """The 96x96 flax module for `model` and example inputs for `init` (batch 1)."""
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  mel = f32(1, 80, 16, 1)
+  if model == "wav2lip":
+    return Wav2Lip(), (mel, f32(1, 96, 96, 6))
+  if model == "syncnet":
+    return SyncNet(), (mel, f32(1, 48, 96, 15))
+  if model == "quality_discriminator":
+    return QualityDiscriminator(), (f32(1, 96, 96, 3),)
+  raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+
+
+def torch_key(collection: str, path: tuple[str, ...]) -> str:
+  """The PyTorch state-dict key of the flax variable `collection`/`path` (see module doc)."""
+  parts = []
+  for name in path[:-1]:
+    if name in _MODULE_NAMES:
+      parts.append(_MODULE_NAMES[name])
+    elif re.fullmatch(r"layers_\d+", name):
+      parts.append(name[len("layers_"):])
+    else:
+      parts.append(re.sub(r"_(\d+)(?=_|$)", r".\1", name))
+  leaf = path[-1]
+  if leaf not in _LEAF_NAMES or (collection == "batch_stats") != (leaf in ("mean", "var")):
+    raise ValueError(f"no PyTorch name for flax variable {collection}/{'/'.join(path)}")
+  return ".".join(parts + [_LEAF_NAMES[leaf]])
+
+
+def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+  """PyTorch shape of a flax variable: 4-d kernels are (kH, kW, a, b) -> (b, a, kH, kW)."""
+  if len(shape) == 4:
+    kh, kw, a, b = shape
+    return (b, a, kh, kw)
+  return tuple(shape)
+
+
+def _summary(items: list[str], limit: int = 8) -> str:
+  shown = ", ".join(items[:limit])
+  return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], model: str,
+                              source: str = "<state dict>") -> dict[str, Any]:
+  """Maps a PyTorch state dict (numpy arrays, no `module.` prefix) to flax variables.
+
+  Args:
+    state_dict: key -> array, as returned by `read_state_dict`.
+    model: "wav2lip", "syncnet" or "quality_discriminator".
+    source: where the dict came from, for error messages.
+  Returns:
+    {"params": ..., "batch_stats": ...} of float32 jax arrays ("batch_stats" is empty for
+    the discriminator), ready for `Module.apply`.
+  Raises:
+    CheckpointMismatchError: naming missing, unexpected and mis-shaped keys.
+  """
+  module, inputs = _flax_model(model)
+  shapes = jax.eval_shape(module.init, jax.random.key(0), *inputs)
+  expected = {}
+  for collection in ("params", "batch_stats"):
+    for path, leaf in traverse_util.flatten_dict(dict(shapes.get(collection, {}))).items():
+      expected[torch_key(collection, path)] = (collection, path, tuple(leaf.shape))
+  given = {k: v for k, v in state_dict.items() if not k.endswith(_IGNORED_SUFFIX)}
+  missing = sorted(set(expected) - set(given))
+  unexpected = sorted(set(given) - set(expected))
+  mismatched = sorted(
+      f"{key} {tuple(np.shape(given[key]))} != expected {_torch_shape(shape)}"
+      for key, (_, _, shape) in expected.items()
+      if key in given and tuple(np.shape(given[key])) != _torch_shape(shape))
+  if missing or unexpected or mismatched:
+    problems = [f"{label} [{_summary(keys)}]" for label, keys in
+                (("missing keys", missing), ("unexpected keys", unexpected),
+                 ("shape mismatches", mismatched)) if keys]
+    raise CheckpointMismatchError(
+        f"{source}: not a {model} checkpoint: {'; '.join(problems)}")
+  flat = {"params": {}, "batch_stats": {}}
+  for key, (collection, path, _) in expected.items():
+    array = np.asarray(given[key], dtype=np.float32)
+    if array.ndim == 4:
+      array = array.transpose(2, 3, 1, 0)
+    flat[collection][path] = jnp.asarray(array)
+  return {collection: traverse_util.unflatten_dict(leaves) for collection, leaves in flat.items()}
+
+
+def load_torch_checkpoint(path: str | os.PathLike, model: str = "wav2lip") -> dict[str, Any]:
+  """Reads a PyTorch checkpoint (zip or legacy format) into flax variables.
+
+  Args:
+    path: a `.pth`/`.pt` file: a bare state dict or `{"state_dict": ...}`, with or without
+      DataParallel `module.` prefixes.
+    model: one of `MODELS`. "lpips_vgg16" returns the variables of `lipsync_jax.models.LPIPS`.
+  Returns:
+    {"params", "batch_stats"} (see `variables_from_state_dict`).
+  Raises:
+    CheckpointMismatchError, and the reader's `UnsafeCheckpointError` /
+    `CheckpointFormatError`; ValueError for an unknown model.
+  """
+  if model not in MODELS:
+    raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+  state_dict = read_state_dict(path)
+  if model == "lpips_vgg16":
+    from lipsync_jax.models.lpips import lpips_variables_from_state_dict  # pylint: disable=g-import-not-at-top
+    return lpips_variables_from_state_dict(state_dict)
+  return variables_from_state_dict(state_dict, model, source=os.fspath(path))
+
+
+def save_converted(output_dir: str | os.PathLike, variables: Mapping[str, Any],
+                   metadata: Mapping[str, Any]) -> None:
+  """Writes `variables/` (orbax) and `metadata.json` to a temp dir, then renames it.
+
+  Raises FileExistsError if `output_dir` exists.
+  """
+  output_dir = os.path.abspath(os.fspath(output_dir))
+  if os.path.exists(output_dir):
+    raise FileExistsError(f"{output_dir}: already exists; remove it or choose another name")
+  parent = os.path.dirname(output_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp_dir = tempfile.mkdtemp(prefix=os.path.basename(output_dir) + ".tmp-", dir=parent)
+  try:
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(tmp_dir, "variables"), dict(variables))
+    checkpointer.wait_until_finished()
+    with open(os.path.join(tmp_dir, "metadata.json"), "w") as f:
+      json.dump(dict(metadata), f, indent=2, sort_keys=True)
+    os.rename(tmp_dir, output_dir)
+  except BaseException:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    raise
+
+
+def restore_converted(output_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Reads what `save_converted` wrote: (variables, metadata)."""
+  output_dir = os.path.abspath(os.fspath(output_dir))
+  with open(os.path.join(output_dir, "metadata.json")) as f:
+    metadata = json.load(f)
+  variables = ocp.StandardCheckpointer().restore(os.path.join(output_dir, "variables"))
+  return variables, metadata

@@ -1,0 +1,1 @@
+"""PyTorch reference modules used by the parity tests and benchmarks."""
