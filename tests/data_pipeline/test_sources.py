@@ -1,10 +1,12 @@
 """Tests of the Grain samplers: reference semantics, determinism, state, errors."""
 
 import numpy as np
+from PIL import Image
 import pytest
 
 import grain
 from data_pipeline import sources
+from data_pipeline import synthetic
 from lipsync_jax import audio
 
 T = sources.WINDOW_FRAMES
@@ -88,6 +90,77 @@ def test_generator_windows_follow_reference(clips, mel_offset_frames):
   if mel_offset_frames == -1:
     assert all(first >= 1 for _, first in starts)
   assert len(starts) > 30  # random windows, not a fixed one
+
+
+@pytest.fixture(scope="module")
+def synthetic_clips():
+  """(SyntheticClip, clip dict) pairs: 32 x 32 crops by the sidecar boxes, the mel.
+
+  Synthetic frames repeat (a still head in silence), so the bottom-right pixel of
+  each crop is stamped with (frame index, clip index, 0) to identify it exactly.
+  """
+  pairs = []
+  for seed in range(3):
+    truth = synthetic.make_clip(seed, seconds=2.4, frame_size=64)
+    crops = np.stack([
+        np.asarray(Image.fromarray(frame[y1:y2, x1:x2]).resize((32, 32), Image.BILINEAR))
+        for frame, (x1, y1, x2, y2) in zip(truth.frames, truth.boxes)])
+    crops[:, -1, -1] = np.stack([np.arange(len(crops)), np.full(len(crops), seed),
+                                 np.zeros(len(crops))], axis=-1)
+    pairs.append((truth, {"clip_id": f"synth{seed}", "fps": truth.fps, "frames": crops,
+                          "mel": audio.melspectrogram(truth.wav), "boxes": truth.boxes}))
+  return pairs
+
+
+def stamped_frames(images: np.ndarray) -> tuple[int, list[int]]:
+  """(clip index, frame indices) of [0, 1] crops (K, h, W, 3) stamped by `synthetic_clips`."""
+  stamps = np.round(images[:, -1, -1] * 255).astype(int)
+  assert len(set(stamps[:, 1])) == 1
+  return int(stamps[0, 1]), stamps[:, 0].tolist()
+
+
+def sounding_vowels(truth, mel: np.ndarray, window: np.ndarray, times_after_s) -> np.ndarray:
+  """Vowel classes sounding at the centre of the mel `window` (80, 16) + `times_after_s`.
+
+  The window is located in `mel` by exact match; where silence repeats, every
+  match is silent throughout, so the first is as good as any.
+  """
+  start = next(s for s in range(mel.shape[1] - audio.MEL_WINDOW + 1)
+               if np.array_equal(mel[:, s:s + audio.MEL_WINDOW], window))
+  centre_s = (start + (audio.MEL_WINDOW - 1) / 2) / audio.MEL_FRAMES_PER_SECOND
+  return synthetic.vowel_at(truth.segments, centre_s + np.asarray(times_after_s))
+
+
+def test_syncnet_pairs_on_synthetic_speech_are_in_sync(synthetic_clips):
+  """The vowels the 5 frames show are those sounding under the mel window iff label 1."""
+  truths, records = zip(*synthetic_clips)
+  iterator = sources.syncnet_iterator(list(records), batch_size=40, seed=0)
+  agreement = {0.0: [], 1.0: []}
+  for batch in batches(iterator, 4):
+    for faces, mel, label in zip(batch["faces"], batch["mel"], batch["label"]):
+      lower_halves = faces.reshape(16, 32, T, 3).transpose(2, 0, 1, 3)
+      clip_index, shown = stamped_frames(lower_halves)
+      assert shown == list(range(shown[0], shown[0] + T))
+      truth = truths[clip_index]
+      sounding = sounding_vowels(truth, records[clip_index]["mel"], mel[..., 0],
+                                 np.arange(T) / truth.fps)
+      agreement[float(label)].append(np.mean(truth.vowel[shown] == sounding))
+  assert len(agreement[1.0]) > 40 and len(agreement[0.0]) > 40
+  assert np.mean(agreement[1.0]) > 0.95 and min(agreement[1.0]) >= 0.6
+  assert np.mean(agreement[0.0]) < 0.5
+
+
+@pytest.mark.parametrize("mel_offset_frames", [0, -1])
+def test_generator_mel_chunks_on_synthetic_speech(synthetic_clips, mel_offset_frames):
+  """Convention 0: chunk k sounds the vowel target frame k shows; -1: the frame before."""
+  truth, record = synthetic_clips[0]
+  sampler = sources.GeneratorWindows(mel_offset_frames=mel_offset_frames)
+  for i in range(20):
+    example = sampler.random_map(record, np.random.default_rng(i))
+    _, shown = stamped_frames(example["target"])
+    for k in range(T):
+      sounding = sounding_vowels(truth, record["mel"], example["mel_chunks"][k, ..., 0], 0.0)
+      assert sounding == truth.vowel[shown[k] + mel_offset_frames]
 
 
 def test_bgr_flips_channels(clips):
@@ -190,3 +263,30 @@ def test_orbax_checkpoint_round_trip(clips, tmp_path):
         step=ocp.args.JsonRestore()))
   assert restored.step == {"step": 2}
   assert_same_batches(batches(restored.data, 3), expected)
+
+
+def write_shards(directory, clips_per_shard):
+  from data_pipeline import records  # pylint: disable=g-import-not-at-top
+  for shard, shard_clips in enumerate(clips_per_shard):
+    with records.ShardWriter(directory / f"train-{shard:05d}") as writer:
+      for clip in shard_clips:
+        writer.write(clip if isinstance(clip, bytes) else records.encode_record(
+            dict(clip, frames=records.encode_jpeg(clip["frames"]), crop_size=16)))
+
+
+def test_shards_with_workers_equal_in_memory_clips(clips, tmp_path):
+  from data_pipeline import records  # pylint: disable=g-import-not-at-top
+  write_shards(tmp_path, [clips[:2], clips[2:]])
+  shard_source = sources.open_record_source(tmp_path)
+  decoded = [records.decode_record(records.encode_record(
+      dict(c, frames=records.encode_jpeg(c["frames"]), crop_size=16))) for c in clips]
+  expected = batches(sources.generator_iterator(decoded, batch_size=2, seed=1), 3)
+  iterator = sources.generator_iterator(shard_source, batch_size=2, seed=1, worker_count=1)
+  assert_same_batches(batches(iterator, 3), expected)
+  iterator.close()
+
+
+def test_unreadable_record_fails_loudly(clips, tmp_path):
+  write_shards(tmp_path, [[clips[0], b"not a record"]])
+  with pytest.raises(sources.DatasetError, match="record 1 unreadable"):
+    sources.open_record_source(tmp_path)
