@@ -20,6 +20,9 @@ Features of the Example (all lists are flat, row-major):
                                      `melspectrogram` of the whole audio track
   mel_shape     int64_list  2        (80, N)
 
+The Example is serialised deterministically (features sorted by key), so the
+same record always gives the same bytes.
+
 tf.data example: `tf.io.parse_single_example(x, {"mel": tf.io.VarLenFeature(
 tf.float32), "frames": tf.io.VarLenFeature(tf.string), ...})`, then reshape
 `mel` to `mel_shape` and `tf.io.decode_jpeg` each frame.
@@ -170,7 +173,7 @@ def encode_record(record: dict[str, Any]) -> bytes:
       np.asarray(record["boxes"], dtype=np.int64).reshape(-1).tolist())
   feature["mel"].float_list.value.extend(mel.reshape(-1).tolist())
   feature["mel_shape"].int64_list.value.extend(mel.shape)
-  return example.SerializeToString()
+  return example.SerializeToString(deterministic=True)
 
 
 def decode_record(data: bytes) -> dict[str, Any]:
