@@ -1,0 +1,141 @@
+"""Evaluation metrics: LSE-D / LSE-C (SyncNet protocol), PSNR, SSIM, LPIPS.
+
+Images are float arrays NHWC in [0, 1]. The sync metrics follow the protocol of
+syncnet_python as used by Wav2Lip's evaluation: every 5-frame video window and every
+audio window is embedded by a SyncNet; for each offset in -max_offset..+max_offset frames
+the pair distances are averaged over the clip (windows shifted past the clip end are
+compared with zero vectors, as the protocol's zero padding does). LSE-D is the smallest
+mean distance, LSE-C the median of the mean distances minus that minimum.
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lipsync_jax import audio
+
+SYNC_WINDOW = 5  # video frames per SyncNet window
+
+
+def psnr(x: jnp.ndarray, y: jnp.ndarray, data_range: float = 1.0) -> jnp.ndarray:
+  """Peak signal-to-noise ratio in dB per image. x, y: (B, H, W, C) -> (B,)."""
+  mse = jnp.mean(jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32)), axis=(1, 2, 3))
+  return 10.0 * jnp.log10(data_range**2 / mse)
+
+
+def _gaussian_window(sigma: float, truncate: float = 3.5) -> np.ndarray:
+  radius = int(truncate * sigma + 0.5)
+  t = np.arange(-radius, radius + 1, dtype=np.float64)
+  g = np.exp(-0.5 * (t / sigma) ** 2)
+  return (g / g.sum()).astype(np.float32)
+
+
+def ssim(x: jnp.ndarray, y: jnp.ndarray, data_range: float = 1.0,
+         sigma: float = 1.5) -> jnp.ndarray:
+  """Structural similarity (Wang et al. 2004) per image, averaged over channels.
+
+  Gaussian window (sigma 1.5, 11 taps), K1 = 0.01, K2 = 0.03, population covariances,
+  statistics over the valid region only: equal to scikit-image's
+  `structural_similarity(gaussian_weights=True, use_sample_covariance=False,
+  channel_axis=-1)`. x, y: (B, H, W, C) -> (B,).
+  """
+  g = jnp.asarray(_gaussian_window(sigma))
+  kernel = jnp.outer(g, g)[:, :, None, None]  # (k, k, 1, 1)
+  b, h, w, c = x.shape
+
+  def blur(z):  # (B, H, W, C) -> (B, H-k+1, W-k+1, C), each channel separately
+    z = jnp.moveaxis(z, -1, 1).reshape(b * c, h, w, 1)
+    out = jax.lax.conv_general_dilated(z, kernel, (1, 1), "VALID",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.moveaxis(out.reshape(b, c, *out.shape[1:3]), 1, -1)
+
+  x = x.astype(jnp.float32)
+  y = y.astype(jnp.float32)
+  mu_x, mu_y = blur(x), blur(y)
+  var_x = blur(x * x) - mu_x**2
+  var_y = blur(y * y) - mu_y**2
+  cov = blur(x * y) - mu_x * mu_y
+  c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+  s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+  return jnp.mean(s, axis=(1, 2, 3))
+
+
+def offset_distances(audio_emb: np.ndarray, video_emb: np.ndarray,
+                     max_offset: int = 15) -> np.ndarray:
+  """Mean audio-video embedding distance per offset.
+
+  audio_emb, video_emb: (N, D), row i embeds the window starting at video frame i.
+  Returns (2 * max_offset + 1,): entry k + max_offset is the mean over i of
+  ||video_emb[i] - audio_emb[i + k]||, audio rows outside 0..N-1 being zero vectors.
+  """
+  n = len(video_emb)
+  if len(audio_emb) != n:
+    raise ValueError(f"{len(audio_emb)} audio windows vs {n} video windows")
+  padded = np.concatenate([np.zeros((max_offset, audio_emb.shape[1]), audio_emb.dtype),
+                           audio_emb,
+                           np.zeros((max_offset, audio_emb.shape[1]), audio_emb.dtype)])
+  dists = [np.linalg.norm(video_emb - padded[k:k + n], axis=1).mean()
+           for k in range(2 * max_offset + 1)]
+  return np.asarray(dists, np.float64)
+
+
+def sync_scores(mean_dists: np.ndarray) -> dict[str, float]:
+  """LSE-D, LSE-C and the best offset from `offset_distances`' output.
+
+  `av_offset` k means video window i matches audio window i + k best: k > 0 when the
+  audio lags the video by k frames.
+  """
+  max_offset = (len(mean_dists) - 1) // 2
+  best = int(np.argmin(mean_dists))
+  lse_d = float(mean_dists[best])
+  return {"lse_d": lse_d, "lse_c": float(np.median(mean_dists) - lse_d),
+          "av_offset": best - max_offset}
+
+
+def sync_windows(faces: np.ndarray, mel: np.ndarray, fps: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """SyncNet inputs for every 5-frame window of a clip.
+
+  faces: (T, H, W, 3) face crops in [0, 1]; mel: (80, n_mel). Returns
+  (mels (N, 80, 16, 1), lower_halves (N, H/2, W, 15)) with N = T - 4; window i holds
+  frames i..i+4 and the mel window of frame i (clamped at the end of the audio).
+  """
+  t, h = faces.shape[:2]
+  n = t - SYNC_WINDOW + 1
+  if n < 1:
+    raise ValueError(f"{t} frames: a clip needs at least {SYNC_WINDOW} for sync scores")
+  lower = faces[:, h // 2:]
+  halves = np.stack([np.concatenate(lower[i:i + SYNC_WINDOW], axis=-1) for i in range(n)])
+  mels = np.stack([audio.mel_window(mel, i, fps, clamp=True) for i in range(n)])
+  return mels[..., None].astype(np.float32), halves.astype(np.float32)
+
+
+def embed_sync_windows(syncnet_fn: Callable[[Any, Any], tuple[Any, Any]],
+                       mels: np.ndarray, halves: np.ndarray, batch_size: int = 64
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """Runs `syncnet_fn(mels, halves) -> (audio_emb, video_emb)` in fixed-size batches.
+
+  The last batch is padded so a jitted `syncnet_fn` compiles once.
+  """
+  audio_out, video_out = [], []
+  for start in range(0, len(mels), batch_size):
+    m, v = mels[start:start + batch_size], halves[start:start + batch_size]
+    valid = len(m)
+    if valid < batch_size:
+      m = np.concatenate([m, np.repeat(m[-1:], batch_size - valid, 0)])
+      v = np.concatenate([v, np.repeat(v[-1:], batch_size - valid, 0)])
+    a_emb, v_emb = syncnet_fn(m, v)
+    audio_out.append(np.asarray(a_emb)[:valid])
+    video_out.append(np.asarray(v_emb)[:valid])
+  return np.concatenate(audio_out), np.concatenate(video_out)
+
+
+def clip_sync_scores(syncnet_fn: Callable[[Any, Any], tuple[Any, Any]], faces: np.ndarray,
+                     mel: np.ndarray, fps: float, max_offset: int = 15,
+                     batch_size: int = 64) -> dict[str, float]:
+  """LSE-D, LSE-C and best offset of one clip. faces (T, H, W, 3) in [0, 1]."""
+  mels, halves = sync_windows(faces, mel, fps)
+  audio_emb, video_emb = embed_sync_windows(syncnet_fn, mels, halves, batch_size)
+  return sync_scores(offset_distances(audio_emb, video_emb, max_offset))
