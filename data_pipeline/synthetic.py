@@ -158,9 +158,8 @@ def synthesize_speech(rng: np.random.Generator, segments, num_samples: int,
       continue
     lo = max(0, int(start * SAMPLE_RATE) - margin)
     hi = min(num_samples, int(end * SAMPLE_RATE) + margin)
-    excitation = source[lo:hi] * _smooth_weight(times[lo:hi], start, end, VOICE_EASE_S)
-    excitation *= rng.uniform(0.6, 1.0)
-    voiced = excitation
+    stress = rng.uniform(0.6, 1.0)
+    voiced = stress * source[lo:hi] * _smooth_weight(times[lo:hi], start, end, VOICE_EASE_S)
     for formant, bandwidth in zip(FORMANTS_HZ[VOWELS[vowel]], FORMANT_BANDWIDTHS_HZ):
       jitter = rng.uniform(0.97, 1.03)
       voiced = _resonator(voiced, formant * formant_scale * jitter, bandwidth)

@@ -115,8 +115,8 @@ def _paint_eyes(rng, g, skin, hair, layer_size, head):
   ey = ex * rng.uniform(0.45, 0.6)
   gaze_x, gaze_y = rng.uniform(-0.25, 0.25) * ex, rng.uniform(-0.15, 0.15) * ey
   iris = _pick(rng, _IRIS_COLOURS)
-  brow_lift, brow_w, brow_h = rng.uniform(1.6, 2.4) * ey, rng.uniform(1.0, 1.25) * ex, max(
-      1.0, rng.uniform(0.15, 0.3) * ey)
+  brow_lift, brow_w = rng.uniform(1.6, 2.4) * ey, rng.uniform(1.0, 1.25) * ex
+  brow_h = max(1.0, rng.uniform(0.15, 0.3) * ey)
   layers = []
   for closed in (False, True):
     rgb, alpha = head[0].copy(), head[1].copy()
@@ -202,8 +202,8 @@ def render(rng: np.random.Generator, mouth: np.ndarray,
   layer_size = frame_size + 2 * margin
   g = _head_geometry(rng, frame_size, layer_size)
   skin, hair = _skin_tone(rng), _pick(rng, _HAIR_COLOURS)
-  lips = np.clip(skin * (1 - (t := rng.uniform(0.35, 0.65))) + np.array((0.75, 0.3, 0.35)) * t,
-                 0, 1) * 0.9
+  redness = rng.uniform(0.35, 0.65)
+  lips = 0.9 * np.clip(skin * (1 - redness) + np.array((0.75, 0.3, 0.35)) * redness, 0, 1)
   head = _paint_head(rng, g, skin, hair, layer_size)
   layers = _paint_eyes(rng, g, skin, hair, layer_size, head)
   blinking = np.zeros(num_frames, bool)
