@@ -63,7 +63,7 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-  from references.torch_wav2lip import TorchWav2Lip, randomize_  # pylint: disable=g-import-not-at-top
+  from references import torch_wav2lip  # pylint: disable=g-import-not-at-top
 
   torch.set_num_threads(threads)
   rng = np.random.default_rng(0)
@@ -71,7 +71,7 @@ def main(argv):
   faces = rng.uniform(size=(batch, _IMG_SIZE, _IMG_SIZE, 6)).astype(np.float32)
 
   rows = []
-  torch_model = randomize_(TorchWav2Lip(), seed=0)
+  torch_model = torch_wav2lip.randomize_(torch_wav2lip.TorchWav2Lip(), seed=0)
   torch_mel = torch.from_numpy(mel.transpose(0, 3, 1, 2).copy())
   torch_faces = torch.from_numpy(faces.transpose(0, 3, 1, 2).copy())
 

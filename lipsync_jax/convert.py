@@ -150,8 +150,8 @@ def load_torch_checkpoint(path: str | os.PathLike, model: str = "wav2lip") -> di
     raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
   state_dict = read_state_dict(path)
   if model == "lpips_vgg16":
-    from lipsync_jax.models.lpips import lpips_variables_from_state_dict  # pylint: disable=g-import-not-at-top
-    return lpips_variables_from_state_dict(state_dict)
+    from lipsync_jax.models import lpips  # pylint: disable=g-import-not-at-top
+    return lpips.lpips_variables_from_state_dict(state_dict)
   return variables_from_state_dict(state_dict, model, source=os.fspath(path))
 
 

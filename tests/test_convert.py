@@ -113,3 +113,21 @@ def test_cli_writes_orbax_checkpoint_and_reports_errors(discriminator_state, tmp
   assert run.returncode == 1
   assert "missing keys [binary_pred.0.bias, binary_pred.0.weight]" in run.stderr
   assert not (tmp_path / "never").exists()
+
+
+def test_lpips_vgg16_is_dispatched_to_the_lpips_converter(tmp_path):
+  """torchvision-layout VGG16 features in a legacy file; the shipped heads fill in."""
+  channels = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+  indices = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+  gen = torch.Generator().manual_seed(6)
+  state, cin = {}, 3
+  for index, cout in zip(indices, channels):
+    state[f"features.{index}.weight"] = torch.randn(cout, cin, 3, 3, generator=gen)
+    state[f"features.{index}.bias"] = torch.randn(cout, generator=gen)
+    cin = cout
+  path = tmp_path / "vgg16.pth"
+  torch.save(state, path, _use_new_zipfile_serialization=False)
+  params = convert.load_torch_checkpoint(path, model="lpips_vgg16")["params"]
+  np.testing.assert_array_equal(np.asarray(params["features"]["conv3_1"]["kernel"]),
+                                state["features.10.weight"].numpy().transpose(2, 3, 1, 0))
+  assert params["lin4"]["kernel"].shape == (1, 1, 512, 1)

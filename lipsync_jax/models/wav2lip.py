@@ -202,7 +202,8 @@ class QualityDiscriminator(nn.Module):
 
   def setup(self):
     stages = stage_table({96: _DISCRIMINATOR_96}, self.img_size, "QualityDiscriminator")
-    self.face_encoder_blocks = [build_layers(stage, self.dtype, self.param_dtype) for stage in stages]
+    self.face_encoder_blocks = [build_layers(stage, self.dtype, self.param_dtype)
+                                for stage in stages]
     # Named after PyTorch's binary_pred.0 (a Sequential with a Sigmoid).
     self.binary_pred_0 = nn.Conv(1, (1, 1), padding="VALID", dtype=self.dtype,
                                  param_dtype=self.param_dtype)
