@@ -1,4 +1,4 @@
-"""LPIPS against a PyTorch implementation of the reference package's math, written here."""
+"""LPIPS against a PyTorch implementation of the reference package's math (tests/references)."""
 
 import subprocess
 import sys
@@ -12,60 +12,15 @@ import torch
 
 from lipsync_jax.models import lpips
 from lipsync_jax.torch_checkpoint import read_state_dict
+from references.torch_lpips import TorchLPIPS
 
 LPIPS_WHEEL_VERSION = "0.1.4"
-
-
-class TorchLPIPS(torch.nn.Module):
-  """lpips.LPIPS(net="vgg", version="0.1") math: NCHW images in [-1, 1] -> (B,) or maps."""
-
-  def __init__(self, heads):
-    super().__init__()
-    layers, in_channels = [], 3
-    for stage, (channels, num_convs) in enumerate(lpips.VGG16_STAGES):
-      if stage:
-        layers.append(torch.nn.MaxPool2d(2, 2))
-      for _ in range(num_convs):
-        layers += [torch.nn.Conv2d(in_channels, channels, 3, padding=1), torch.nn.ReLU()]
-        in_channels = channels
-    self.features = torch.nn.Sequential(*layers)  # torchvision's indices 0..29.
-    self.heads = [torch.from_numpy(heads[f"lin{i}.model.1.weight"]) for i in range(5)]
-    self.register_buffer("shift", torch.tensor([-.030, -.088, -.188])[None, :, None, None])
-    self.register_buffer("scale", torch.tensor([.458, .448, .450])[None, :, None, None])
-
-  def taps(self, x):
-    outputs = []
-    for index, layer in enumerate(self.features):
-      x = layer(x)
-      if index in (3, 8, 15, 22, 29):  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
-        outputs.append(x)
-    return outputs
-
-  def forward(self, x, y, spatial=False):
-    fx, fy = self.taps((x - self.shift) / self.scale), self.taps((y - self.shift) / self.scale)
-    total = 0
-    for head, a, b in zip(self.heads, fx, fy):
-      a = a / (torch.sqrt(torch.sum(a**2, dim=1, keepdim=True)) + 1e-10)
-      b = b / (torch.sqrt(torch.sum(b**2, dim=1, keepdim=True)) + 1e-10)
-      weighted = torch.nn.functional.conv2d((a - b)**2, head)
-      if spatial:
-        total = total + torch.nn.functional.interpolate(
-            weighted, size=x.shape[2:], mode="bilinear", align_corners=False)
-      else:
-        total = total + weighted.mean(dim=(1, 2, 3))
-    return total
 
 
 @pytest.fixture(scope="module")
 def models():
   """A random torchvision-style backbone (random biases too) + shipped heads, both sides."""
-  torch.manual_seed(0)
-  reference = TorchLPIPS(lpips.load_lpips_heads())
-  with torch.no_grad():
-    for layer in reference.features:
-      if isinstance(layer, torch.nn.Conv2d):
-        torch.nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-        layer.bias.normal_(0.0, 0.05)
+  reference = TorchLPIPS(lpips.load_lpips_heads()).randomize_(seed=0)
   state_dict = {k: v.numpy() for k, v in reference.features.state_dict(prefix="features.").items()}
   variables = lpips.lpips_variables_from_state_dict(state_dict)
   return reference, variables
