@@ -1,0 +1,324 @@
+"""Inference: a jitted generator function for notebooks, and video/photo + audio -> frames.
+
+`make_inference_fn` is the array-level entry point (fixed batch shape, compiles once);
+`lipsync` runs the whole pipeline in memory: decode, face boxes, crops, mel windows,
+generation, paste-back. `tools/infer.py` wraps `lipsync` and writes the mp4.
+"""
+
+import collections
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from lipsync_jax import audio
+from lipsync_jax import faces
+from lipsync_jax import video
+
+Array = np.ndarray
+
+
+def make_inference_fn(model: nn.Module, variables: Any, batch_size: int = 16,
+                      dtype: Any = None) -> Callable[[Array, Array], Array]:
+  """Jitted generator over arrays of any length, in fixed-size batches.
+
+  Args:
+    model: a generator module (`Wav2Lip` or `AttnWav2Lip`).
+    variables: its `{"params", "batch_stats"}`.
+    batch_size: frames per compiled call; the last batch is padded, so one compile serves
+      any number of frames.
+    dtype: compute dtype override (e.g. `jnp.bfloat16`); weights keep their dtype.
+
+  Returns:
+    `fn(mel_chunks (N, 80, 16, 1), faces (N, H, W, 6)) -> (N, H, W, 3)` float32 numpy in
+    [0, 1]; faces are float in [0, 1], channels 0-2 the target with its lower half zeroed,
+    3-5 the reference, in the checkpoint's channel order.
+  """
+  if dtype is not None:
+    model = model.clone(dtype=dtype)
+
+  @jax.jit
+  def generate(mel_chunks, faces):
+    out = model.apply(variables, mel_chunks, faces, train=False)
+    return out.astype(jnp.float32)
+
+  def fn(mel_chunks: Array, faces: Array) -> Array:
+    if len(mel_chunks) != len(faces):
+      raise ValueError(f"{len(mel_chunks)} mel chunks vs {len(faces)} faces")
+    outputs = []
+    for start in range(0, len(faces), batch_size):
+      mel, face = _pad_batch(mel_chunks[start:start + batch_size], batch_size), \
+          _pad_batch(faces[start:start + batch_size], batch_size)
+      valid = min(batch_size, len(faces) - start)
+      outputs.append(np.asarray(generate(mel, face))[:valid])
+    if not outputs:
+      return np.zeros((0,) + faces.shape[1:3] + (3,), np.float32)
+    return np.concatenate(outputs)
+
+  return fn
+
+
+def _pad_batch(x: Array, batch_size: int) -> Array:
+  """Pads the leading axis to `batch_size` by repeating the last row."""
+  x = np.asarray(x, np.float32)
+  if len(x) == batch_size:
+    return x
+  return np.concatenate([x, np.repeat(x[-1:], batch_size - len(x), axis=0)])
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+GENERATORS = ("wav2lip", "attn_wav2lip")
+
+
+class InferenceError(ValueError):
+  """An input the pipeline cannot use; the message names the file and the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Generator:
+  """A generator ready for inference: module, variables and the channel order it expects."""
+  model: nn.Module
+  variables: Any
+  channel_order: str = "rgb"
+
+  @property
+  def img_size(self) -> int:
+    return int(getattr(self.model, "img_size", 96))
+
+
+def build_generator(name: str, **kwargs) -> nn.Module:
+  """The generator module called `name` ("wav2lip" or "attn_wav2lip")."""
+  if name == "wav2lip":
+    from lipsync_jax.models.wav2lip import Wav2Lip
+    return Wav2Lip(**kwargs)
+  if name == "attn_wav2lip":
+    from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
+    return AttnWav2Lip(**kwargs)
+  raise ValueError(f"unknown generator {name!r}; expected one of {GENERATORS}")
+
+
+def load_generator(path: str) -> Generator:
+  """A generator from an official `wav2lip*.pth` or an exported/converted checkpoint folder.
+
+  Folders are what `tools/convert_torch.py` and the trainer's export write: orbax
+  `variables/` plus `metadata.json` with "model", "channel_order" and optionally
+  "model_config" (the module's constructor fields).
+  """
+  from lipsync_jax import convert
+  if not os.path.exists(path):
+    raise InferenceError(f"{path}: no such checkpoint")
+  if os.path.isfile(path):
+    return Generator(build_generator("wav2lip"),
+                     convert.load_torch_checkpoint(path, model="wav2lip"), "bgr")
+  if not os.path.isfile(os.path.join(path, "metadata.json")):
+    raise InferenceError(f"{path}: not a checkpoint folder (no metadata.json)")
+  variables, metadata = convert.restore_converted(path)
+  if metadata.get("model") not in GENERATORS:
+    raise InferenceError(f"{path}: holds a {metadata.get('model')!r}, not a generator")
+  model = build_generator(metadata["model"], **metadata.get("model_config", {}))
+  return Generator(model, variables, metadata.get("channel_order", "rgb"))
+
+
+@dataclasses.dataclass
+class LipsyncResult:
+  """frames: uint8 (N, H, W, 3) RGB; audio: float32 (n,) at `sample_rate`; has_face: (N,)."""
+  frames: Array
+  audio: Array
+  fps: float
+  sample_rate: int
+  has_face: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceSource:
+  """Where the face frames come from: a video file, a still image, or frames in memory."""
+  frames: Array | None  # (T, H, W, 3) uint8 when in memory
+  path: str | None
+  fps: float
+  resize_factor: int = 1
+
+  @property
+  def is_still(self) -> bool:
+    return self.frames is not None and len(self.frames) == 1
+
+  def iter_once(self, limit: int) -> Iterator[Array]:
+    """Up to `limit` frames of one pass over the source, resized."""
+    stream = iter(self.frames) if self.frames is not None else video.iter_frames(self.path)
+    for i, frame in enumerate(stream):
+      if i == limit:
+        return
+      yield self._resize(frame)
+
+  def iter(self, count: int, static: bool = False) -> Iterator[Array]:
+    """`count` frames: frame i is source frame i mod T (frame 0 for stills / `static`)."""
+    produced = 0
+    while produced < count:
+      before = produced
+      for frame in self.iter_once(1 if static else count - produced):
+        yield frame
+        produced += 1
+      if produced == before:
+        raise InferenceError(f"{self.path}: the video has no frames")
+      if static:
+        for _ in range(count - produced):
+          yield frame
+        return
+
+  def _resize(self, frame: Array) -> Array:
+    if self.resize_factor == 1:
+      return frame
+    h, w = frame.shape[:2]
+    size = (max(2, w // self.resize_factor), max(2, h // self.resize_factor))
+    return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR))
+
+
+def open_face_source(face: str | Array, fps: float | None = None,
+                     resize_factor: int = 1) -> FaceSource:
+  """A video path, image path, (H, W, 3) image or (T, H, W, 3) frames as a `FaceSource`.
+
+  Videos keep their own frame rate; stills and in-memory frames use `fps` (25 if None).
+  """
+  if resize_factor < 1:
+    raise InferenceError(f"resize_factor must be >= 1, got {resize_factor}")
+  if not isinstance(face, (str, os.PathLike)):
+    frames = np.asarray(face)
+    if frames.ndim == 3:
+      frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+      raise InferenceError(f"face frames must be uint8 (T, H, W, 3), got {frames.dtype} "
+                           f"{frames.shape}")
+    return FaceSource(frames, None, float(fps or 25.0), resize_factor)
+  path = os.fspath(face)
+  if not os.path.isfile(path):
+    raise InferenceError(f"{path}: no such file")
+  if path.lower().endswith(IMAGE_SUFFIXES):
+    return FaceSource(video.read_image(path)[None], path, float(fps or 25.0), resize_factor)
+  info = video.probe_video(path)
+  return FaceSource(None, path, info.fps, resize_factor)
+
+
+def load_wav(audio_input: str | Array) -> Array:
+  """float32 (n,) 16 kHz audio from a path (any container) or an array."""
+  if isinstance(audio_input, (str, os.PathLike)):
+    return audio.load_audio(audio_input)
+  wav = np.asarray(audio_input, np.float32)
+  if wav.ndim != 1 or not len(wav):
+    raise InferenceError(f"audio must be a non-empty (n,) array at 16 kHz, got {wav.shape}")
+  return wav
+
+
+class LipsyncJob:
+  """Video/photo + audio -> lip-synced frames, streamed.
+
+  The constructor does everything that can fail on bad input (audio, mel, face boxes),
+  so a caller writing a file fails before writing anything; `frames()` then streams the
+  output frames (decode, crop, generate, paste back), never holding the whole video.
+  Output frame i shows source frame i mod T (frame 0 for stills or `static`) with the
+  mel window of frame i (`audio.mel_window(..., clamp=True)`); there are
+  `audio.num_video_frames_for_mel` of them, so the output lasts as long as the audio.
+
+  Args:
+    face: video path, image path, (H, W, 3) image or (T, H, W, 3) frames, uint8 RGB.
+    audio_input: audio path (any container) or float32 (n,) at 16 kHz.
+    generator: a `Generator` (module, variables, channel order).
+    fps: frame rate for stills / in-memory frames (default 25); videos keep theirs.
+    batch_size: frames per generator call (and per detector call).
+    pads: (top, bottom, left, right) pixels added to detected boxes (`faces.face_crop_box`).
+    box: a fixed (x1, y1, x2, y2) face box for every frame: no detection.
+    smooth: running mean of boxes over 5 frames (Wav2Lip's `--nosmooth` turns it off).
+    static: use only the first frame of a video.
+    resize_factor: downscale the input (and output) frames by this integer factor.
+    blend: feathered lower-face paste-back; False = the original hard paste of the box.
+    missing: faceless frames: "error" (`faces.NoFaceError` names them), "interpolate"
+      (boxes from neighbouring frames) or "passthrough" (original frame copied through).
+    face_index: which face when several are found (None = largest).
+    detector: a `faces.FaceDetector` (built on first need otherwise).
+    dtype: compute dtype override for the generator (e.g. jnp.bfloat16).
+  """
+
+  def __init__(self, face, audio_input, generator: Generator, *, fps: float | None = None,
+               batch_size: int = 16, pads=(0, 10, 0, 0), box=None, smooth: bool = True,
+               static: bool = False, resize_factor: int = 1, blend: bool = True,
+               missing: str = "error", face_index: int | None = None,
+               detector: "faces.FaceDetector | None" = None, dtype: Any = None):
+    if missing not in ("error", "interpolate", "passthrough"):
+      raise InferenceError(f"missing-face mode must be error, interpolate or passthrough, "
+                           f"got {missing!r}")
+    self.timings = collections.defaultdict(float)
+    self.generator, self.blend, self.batch_size = generator, blend, batch_size
+    self.source = open_face_source(face, fps, resize_factor)
+    self.fps = self.source.fps
+    self.static = static or self.source.is_still
+    self.wav = load_wav(audio_input)
+    self.mel = audio.melspectrogram(self.wav)
+    if self.mel.shape[1] < audio.MEL_WINDOW:
+      name = audio_input if isinstance(audio_input, str) else "audio"
+      raise InferenceError(f"{name}: audio of {len(self.wav) / audio.SAMPLE_RATE:.3f} s is "
+                           f"shorter than one mel window (0.2 s)")
+    self.num_frames = audio.num_video_frames_for_mel(self.mel.shape[1], self.fps)
+    self.boxes, self.has_face = self._boxes(box, pads, smooth, missing, face_index, detector)
+    self._generate = make_inference_fn(generator.model, generator.variables, batch_size, dtype)
+
+  def _boxes(self, box, pads, smooth, missing, face_index, detector):
+    first = next(self.source.iter(1))
+    if box is not None:
+      crop = faces.face_crop_box(box, (0, 0, 0, 0), first.shape[:2])
+      return (np.tile(np.asarray(crop, np.int32), (self.num_frames, 1)),
+              np.ones(self.num_frames, bool))
+    start = time.perf_counter()
+    detector = detector or faces.FaceDetector()
+    limit = 1 if self.static else self.num_frames
+    boxes, has_face = faces.detect_video_boxes(
+        self.source.iter_once(limit), detector, batch_size=self.batch_size, pads=pads,
+        face_index=face_index, smooth=smooth,
+        missing="passthrough" if missing == "passthrough" else missing, total=limit)
+    self.timings["detect"] += time.perf_counter() - start
+    index = np.arange(self.num_frames) % len(boxes)
+    return boxes[index], has_face[index]
+
+  def frames(self) -> Iterator[Array]:
+    """Streams the `num_frames` output frames, uint8 (H, W, 3) RGB."""
+    source = self.source.iter(self.num_frames, self.static)
+    size = self.generator.img_size
+    for start in range(0, self.num_frames, self.batch_size):
+      indices = range(start, min(start + self.batch_size, self.num_frames))
+      tick = time.perf_counter()
+      batch = [next(source) for _ in indices]
+      self.timings["decode"] += time.perf_counter() - tick
+      tick = time.perf_counter()
+      crops = faces.crop_faces(batch, self.boxes[start:start + len(batch)], size)
+      faces_in = crops.astype(np.float32) / 255.0
+      if self.generator.channel_order == "bgr":
+        faces_in = faces_in[..., ::-1]
+      masked = faces_in.copy()
+      masked[:, size // 2:] = 0.0
+      mels = np.stack([audio.mel_window(self.mel, i, self.fps, clamp=True) for i in indices])
+      out = self._generate(mels[..., None], np.concatenate([masked, faces_in], axis=-1))
+      if self.generator.channel_order == "bgr":
+        out = out[..., ::-1]
+      self.timings["generate"] += time.perf_counter() - tick
+      tick = time.perf_counter()
+      for k, i in enumerate(indices):
+        if self.has_face[i]:
+          batch[k] = faces.paste_back(batch[k], out[k], self.boxes[i], blend=self.blend)
+      self.timings["paste"] += time.perf_counter() - tick
+      yield from batch
+
+
+def lipsync(face, audio_input, variables: Any, *, model: nn.Module | None = None,
+            channel_order: str = "rgb", **options) -> LipsyncResult:
+  """Lip-syncs a video or photo to an audio track, in memory.
+
+  `model` defaults to the original `Wav2Lip()`; `variables` are its weights; the other
+  options are those of `LipsyncJob`. Returns the frames, the 16 kHz audio and the fps.
+  """
+  generator = Generator(model or build_generator("wav2lip"), variables, channel_order)
+  job = LipsyncJob(face, audio_input, generator, **options)
+  frames = np.stack(list(job.frames()))
+  return LipsyncResult(frames, job.wav, job.fps, audio.SAMPLE_RATE, job.has_face)
