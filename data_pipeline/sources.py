@@ -59,22 +59,28 @@ class ClipSource:
   """Random access to the usable clips of a record collection.
 
   `records[i]` is a clip dict, or whatever `decode` turns into one (e.g. serialized
-  bytes from an ArrayRecord reader with `decode=records.decode_record`). Building the
-  source reads every record once to find the clips with more than
-  `min_frames` frames (unless `frame_counts` gives them), which also proves the
-  dataset readable. A `grain.sources.RandomAccessDataSource`; picklable whenever
-  `records` and `decode` are (Grain worker processes).
+  bytes from an ArrayRecord reader with `decode=records.decode_record`). Clips with
+  fewer than `min_frames` frames are dropped here, by `frame_counts` when given,
+  else by reading every record once (about 1 ms a record), which also proves them
+  readable. `scan=False` skips that read and keeps every record (for shards from
+  `data_pipeline.preprocess`, which already drops short clips); then only the first
+  and last records are read as a check. A `grain.sources.RandomAccessDataSource`;
+  picklable whenever `records` and `decode` are (Grain worker processes).
   """
 
   def __init__(self, records: Sequence[Any], *, decode: Callable[[Any], Clip] | None = None,
-               frame_counts: Sequence[int] | None = None,
+               frame_counts: Sequence[int] | None = None, scan: bool = True,
                min_frames: int = 3 * WINDOW_FRAMES + 1, name: str = "dataset"):
     self._records = records
     self._decode = decode
     num_records = len(records)
     if num_records == 0:
       raise DatasetError(f"{name}: no records")
-    if frame_counts is None:
+    if frame_counts is None and not scan:
+      for i in {0, num_records - 1}:
+        self._read(i, name)
+      frame_counts = [min_frames] * num_records
+    elif frame_counts is None:
       frame_counts = [len(self._read(i, name)["frames"]) for i in range(num_records)]
     elif len(frame_counts) != num_records:
       raise DatasetError(f"{name}: {len(frame_counts)} frame counts for {num_records} records")
@@ -97,10 +103,11 @@ class ClipSource:
     return self._read(self._indices[index])
 
 
-def open_record_source(paths_or_dir: str | os.PathLike | Sequence[str | os.PathLike],
-                       frame_counts: Sequence[int] | None = None) -> ClipSource:
+def open_record_source(paths_or_dir: str | os.PathLike | Sequence[str | os.PathLike], *,
+                       scan: bool = True) -> ClipSource:
   """ClipSource over the ArrayRecord shards of `data_pipeline.records` (a directory
-  or a list of shard paths); raises DatasetError when they are missing or unreadable."""
+  or a list of shard paths); raises DatasetError when they are missing or unreadable.
+  `scan`: see `ClipSource`."""
   # Imported here: only shard-backed sources need ArrayRecord and protobuf.
   from data_pipeline import records  # pylint: disable=g-import-not-at-top
   name = str(paths_or_dir) if isinstance(paths_or_dir, (str, os.PathLike)) else (
@@ -109,8 +116,7 @@ def open_record_source(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
     reader = records.open_shards(paths_or_dir, decode=False)
   except Exception as e:  # pylint: disable=broad-except
     raise DatasetError(f"{name}: cannot open record shards: {e}") from e
-  return ClipSource(reader, decode=records.decode_record, frame_counts=frame_counts,
-                    name=name)
+  return ClipSource(reader, decode=records.decode_record, scan=scan, name=name)
 
 
 def decode_frames(clip: Clip, indices: Sequence[int], channel_order: str) -> np.ndarray:
@@ -131,7 +137,7 @@ def fitting_starts(clip: Clip, count: int, offsets: Sequence[int] = (0,)) -> np.
   inside the clip's mel. Window starts grow with the frame index, so this is a range."""
   num_mel, fps = clip["mel"].shape[1], clip["fps"]
   low, high = min(offsets), max(offsets)
-  first = bisect.bisect_left(
+  first = 0 if low >= 0 else bisect.bisect_left(
       range(count), True, key=lambda f: audio.mel_window_start(f + low, fps) >= 0)
   end = bisect.bisect_left(
       range(count), True,
@@ -194,7 +200,7 @@ class SyncNetPairs(grain.transforms.RandomMap):
     in_sync = bool(rng.integers(2))
     if in_sync:
       mel_start = frames_start = _draw(
-          rng, fitting_starts(clip, frame_starts.size), clip, "in-sync start")
+          rng, mel_starts[mel_starts < frame_starts.size], clip, "in-sync start")
     else:
       mel_start, frames_start = _draw_distinct_pair(
           rng, mel_starts, frame_starts, clip, "off-sync pair")

@@ -92,6 +92,37 @@ def test_generator_windows_follow_reference(clips, mel_offset_frames):
   assert len(starts) > 30  # random windows, not a fixed one
 
 
+def test_starts_cover_exactly_the_windows_inside_the_clip():
+  """40 frames, 129 mel columns: windows start at 0..35 (frames 35..39, mel 112..127).
+
+  Generator targets also need the chunk windows of frames f + offset .. f + 4 + offset.
+  """
+  clip = indexed_clip(0, 40, size=2)
+  clip["frames"] = np.broadcast_to(np.arange(40, dtype=np.uint8)[:, None, None, None],
+                                   (40, 2, 2, 3))
+  assert clip["mel"].shape[1] == 129  # = 40 * 640 // 200 + 1, as melspectrogram gives
+  seen = {"sync": set(), "off_mel": set(), "off_frames": set()}
+  for i in range(1000):
+    example = sources.SyncNetPairs().random_map(clip, np.random.default_rng(i))
+    first = round(float(example["faces"][0, 0, 0]) * 255)  # frame i is filled below
+    kind = "sync" if example["label"] else "off"
+    if kind == "sync":
+      seen["sync"].add(first)
+    else:
+      seen["off_frames"].add(first)
+      seen["off_mel"].add(mel_start(example["mel"]))
+  assert seen["sync"] == seen["off_frames"] == set(range(36))
+  assert seen["off_mel"] == {int(80 * f / 25) for f in range(36)}
+  for offset, expected in ((0, range(0, 32)), (-1, range(1, 33))):
+    targets, references = set(), set()
+    sampler = sources.GeneratorWindows(mel_offset_frames=offset)
+    for i in range(600):
+      example = sampler.random_map(clip, np.random.default_rng(i))
+      targets.add(round(float(example["target"][0, 0, 0, 0]) * 255))
+      references.add(round(float(example["inputs"][0, 0, 0, 3]) * 255))
+    assert targets == set(expected) and references == set(range(36))
+
+
 @pytest.fixture(scope="module")
 def synthetic_clips():
   """(SyntheticClip, clip dict) pairs: 32 x 32 crops by the sidecar boxes, the mel.
@@ -181,8 +212,12 @@ def test_source_skips_short_clips_and_fails_on_empty(clips):
     sources.ClipSource([])
   with pytest.raises(sources.DatasetError, match="none of the 2 records"):
     sources.ClipSource([indexed_clip(0, 15), indexed_clip(1, 3)])
-  with pytest.raises(sources.DatasetError, match="record 1 unreadable"):
-    sources.ClipSource([b"a", b"b"], decode=lambda raw: clips[0] if raw == b"a" else {}.pop(0))
+  decode = lambda raw: clips[0] if raw == b"a" else {}.pop(0)
+  for scan in (True, False):
+    with pytest.raises(sources.DatasetError, match="record 1 unreadable"):
+      sources.ClipSource([b"a", b"b"], decode=decode, scan=scan)
+  assert len(sources.ClipSource(clips + [indexed_clip(9, 15)], scan=False)) == len(clips) + 1
+  assert len(sources.ClipSource(clips, frame_counts=[40, 23, 15, 60])) == len(clips) - 1
 
 
 def test_missing_shards_fail_loudly(tmp_path):
