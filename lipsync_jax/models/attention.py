@@ -199,8 +199,10 @@ class AdaIN(nn.Module):
   """Audio-driven adaptive instance norm `gamma(a) * (x - mu(x)) / sigma(x) + beta(a)`.
 
   mu, sigma per sample and channel over (H, W), sigma = sqrt(biased var + eps).
-  `gamma(a) = 1 + Dense(a)`, `beta(a) = Dense(a)` (kernels "gamma"/"beta"): the +1
-  makes a zero dense layer plain instance normalisation, so training starts near it.
+  `gamma(a) = 1 + Dense(a)`, `beta(a) = Dense(a)` (dense layers "gamma"/"beta"). Their
+  kernels start at zero, so the module starts as plain instance normalisation (the +1)
+  and learns the audio modulation; random kernels would scale features by the
+  unnormalised audio vector's magnitude at initialisation.
   x (B, H, W, C), audio (B, D) -> (B, H, W, C).
   """
   eps: float = 1e-5
@@ -210,8 +212,8 @@ class AdaIN(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, audio: jnp.ndarray) -> jnp.ndarray:
     channels = x.shape[-1]
-    dense = lambda name: nn.Dense(channels, dtype=self.dtype, param_dtype=self.param_dtype,
-                                  name=name)
+    dense = lambda name: nn.Dense(channels, kernel_init=nn.initializers.zeros,
+                                  dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     gamma = 1.0 + dense("gamma")(audio).astype(jnp.float32)[:, None, None, :]
     beta = dense("beta")(audio).astype(jnp.float32)[:, None, None, :]
     x32 = x.astype(jnp.float32)

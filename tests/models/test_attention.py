@@ -190,3 +190,10 @@ def test_semantic_alignment_with_zero_audio_dense_is_instance_normalised_residua
   got = np.asarray(module.apply(variables, X, AUDIO))
   np.testing.assert_allclose(got, expected, atol=1e-4)
   np.testing.assert_allclose(got, np.asarray(module.apply(variables, X, 3 * AUDIO)), atol=1e-6)
+
+
+def test_adain_starts_as_instance_normalisation():
+  module = attention.AdaIN()
+  variables = module.init(jax.random.key(0), X, AUDIO)
+  np.testing.assert_allclose(np.asarray(module.apply(variables, X, AUDIO)), _instance_norm(X),
+                             atol=1e-4)
