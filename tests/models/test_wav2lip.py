@@ -110,6 +110,9 @@ def test_discriminator_matches_torch(checkpoint_format, inputs, tmp_path):
   assert out.shape == (2,)
   assert np.abs(expected - 0.5).max() > 0.01  # Logits are not all ~0.
   np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4)
+  logits = QualityDiscriminator().apply(variables, frames, method="logits")
+  np.testing.assert_allclose(np.asarray(logits), torch.logit(torch.from_numpy(expected)).numpy(),
+                             rtol=0, atol=1e-4)
 
 
 def test_conv_block_train_mode_matches_torch_batchnorm():
