@@ -11,7 +11,9 @@ The linear heads w_l (1,472 floats) are the reference package's v0.1 VGG weights
 shipped in `lipsync_jax/weights/` (BSD-2-Clause, see `LICENSE_lpips.txt`). The
 VGG16 backbone comes from a torchvision `vgg16` state dict (ImageNet weights are
 not shipped): `lpips_variables_from_state_dict`, or through
-`lipsync_jax.convert.load_torch_checkpoint(path, model="lpips_vgg16")`.
+`lipsync_jax.convert.load_torch_checkpoint(path, model="lpips_vgg16")`, or
+from lpips-j's h5 files (`lpips_variables_from_h5`). lpips-j itself is not used:
+it downloads its weights from a model hub when constructed.
 `random_lpips_variables` builds a random backbone for tests and demos only.
 
 Parameter tree: `params/features/conv{stage}_{i}/{kernel,bias}` (the 13 VGG
@@ -19,6 +21,7 @@ convs, VGG's own names) and `params/lin{l}/kernel` (1, 1, C_l, 1).
 """
 
 import importlib.resources
+import os
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -129,11 +132,10 @@ def _head_key(layer: int) -> str:
 
 
 def _backbone_keys(state_dict: Mapping[str, Any]) -> dict[str, str]:
-  """Maps each of our conv names to the state dict's key prefix (torchvision or lpips)."""
+  """Maps each of our conv names to the state dict's key prefix (lpips module or torchvision)."""
   prefixes = {}
   for name, index in VGG16_CONV_INDEX.items():
-    stage = int(name[4]) - 1
-    lpips_prefix = f"net.slice{stage + 1}.{index}"
+    lpips_prefix = f"net.slice{name[4]}.{index}"  # conv{stage}_{i} lives in slice{stage}.
     prefixes[name] = lpips_prefix if f"{lpips_prefix}.weight" in state_dict else f"features.{index}"
   return prefixes
 
@@ -201,6 +203,43 @@ def _as_kernel(weight: Any) -> jnp.ndarray:
 def _head_params(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   return {f"lin{layer}": {"kernel": _as_kernel(state_dict[_head_key(layer)])}
           for layer in range(NUM_HEADS)}
+
+
+def lpips_variables_from_h5(vgg_path: str | os.PathLike,
+                            lin_path: str | os.PathLike | None = None) -> dict[str, Any]:
+  """LPIPS variables from lpips-j's two h5 files (needs `h5py`, not a runtime dependency).
+
+  Args:
+    vgg_path: `vgg16_weights.h5` of flaxmodels/lpips-j: groups `conv{s}_{i}` holding
+      `weight` (3, 3, Cin, Cout) and `bias`; the `fc*` groups are ignored.
+    lin_path: `lpips_lin.h5`: datasets `lin0` .. `lin4` of shape (1, 1, C, 1), or
+      None for the shipped v0.1 heads.
+  Raises:
+    LPIPSWeightsError naming the file and the missing or mis-shaped entry.
+  """
+  try:
+    import h5py  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("reading lpips-j's h5 weight files needs h5py: pip install 'h5py>=3.8'") from e
+  to_torch = lambda kernel: np.asarray(kernel, np.float32).transpose(3, 2, 0, 1)
+  state_dict = {}
+  with h5py.File(vgg_path, "r") as f:
+    for name, index in VGG16_CONV_INDEX.items():
+      if not isinstance(f.get(name), h5py.Group) or not {"weight", "bias"} <= set(f[name]):
+        raise LPIPSWeightsError(f"{os.fspath(vgg_path)}: no group '{name}' with 'weight' and 'bias'")
+      state_dict[f"features.{index}.weight"] = to_torch(f[name]["weight"][()])
+      state_dict[f"features.{index}.bias"] = np.asarray(f[name]["bias"][()], np.float32)
+  if lin_path is not None:
+    with h5py.File(lin_path, "r") as f:
+      for layer in range(NUM_HEADS):
+        if not isinstance(f.get(f"lin{layer}"), h5py.Dataset):
+          raise LPIPSWeightsError(f"{os.fspath(lin_path)}: no dataset 'lin{layer}'")
+        state_dict[_head_key(layer)] = to_torch(f[f"lin{layer}"][()])
+  try:
+    return lpips_variables_from_state_dict(state_dict)
+  except LPIPSWeightsError as e:
+    raise LPIPSWeightsError(f"{os.fspath(vgg_path)}, {lin_path}: {e} (keys in torchvision "
+                            "naming, shapes (O, I, kH, kW))") from e
 
 
 def random_lpips_variables(seed: int = 0) -> dict[str, Any]:

@@ -152,6 +152,36 @@ def test_random_backbone_variables_have_the_module_structure():
                                 lpips.load_lpips_heads()["lin0.model.1.weight"][0, :, 0, 0])
 
 
+def test_lpips_j_h5_files(models, tmp_path):
+  """lpips-j's layout: flaxmodels VGG groups conv{s}_{i}/{weight,bias} and lin0..lin4."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  _, variables = models
+  params = jax.tree.map(np.asarray, variables["params"])
+  with h5py.File(tmp_path / "vgg16_weights.h5", "w") as f:
+    for name, conv in params["features"].items():
+      f.create_dataset(f"{name}/weight", data=conv["kernel"])
+      f.create_dataset(f"{name}/bias", data=conv["bias"])
+    f.create_dataset("fc6/weight", data=np.zeros((4, 2), np.float32))
+  with h5py.File(tmp_path / "lpips_lin.h5", "w") as f:
+    for layer in range(5):
+      f.create_dataset(f"lin{layer}", data=3 * params[f"lin{layer}"]["kernel"])
+  loaded = lpips.lpips_variables_from_h5(tmp_path / "vgg16_weights.h5", tmp_path / "lpips_lin.h5")
+  jax.tree.map(np.testing.assert_array_equal, loaded["params"]["features"], params["features"])
+  np.testing.assert_array_equal(loaded["params"]["lin2"]["kernel"], 3 * params["lin2"]["kernel"])
+  shipped = lpips.lpips_variables_from_h5(tmp_path / "vgg16_weights.h5")
+  np.testing.assert_array_equal(shipped["params"]["lin2"]["kernel"], params["lin2"]["kernel"])
+
+  with h5py.File(tmp_path / "lpips_lin.h5", "a") as f:
+    del f["lin0"]
+    f.create_dataset("lin0", data=np.zeros((1, 1, 32, 1), np.float32))
+  with pytest.raises(lpips.LPIPSWeightsError, match=r"lpips_lin.h5.*lin0.* \(1, 32, 1, 1\)"):
+    lpips.lpips_variables_from_h5(tmp_path / "vgg16_weights.h5", tmp_path / "lpips_lin.h5")
+  with h5py.File(tmp_path / "vgg16_weights.h5", "a") as f:
+    del f["conv4_2/bias"]
+  with pytest.raises(lpips.LPIPSWeightsError, match="vgg16_weights.h5: no group 'conv4_2'"):
+    lpips.lpips_variables_from_h5(tmp_path / "vgg16_weights.h5")
+
+
 def test_shipped_heads_equal_the_registry_wheel(tmp_path):
   """Re-reads lpips/weights/v0.1/vgg.pth from the registry wheel with our reader."""
   command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
