@@ -6,8 +6,9 @@ Speed: the chosen detector (BlazeFace full range with a short-range retry on
 frames where it finds nothing; ai-edge-litert) against each model alone,
 scikit-image's LBP frontal-face cascade and, when
 `opencv-python-headless<5` is installed, OpenCV's Haar cascade; 256 px and
-720p frames. The BlazeFace rows run the interpreter one frame at a time: resizing
-its input to a batch was measured slower per frame (ai-edge-litert 2.3, CPU).
+720p frames. The BlazeFace rows run the interpreter one frame at a time; a
+second table times the full-range interpreter resized to batches of 1/8/32
+(slower per frame on the CPU with ai-edge-litert 2.3, hence one at a time).
 The cascades see frames shrunk to 640 px on the long side.
 Recall: hand-annotated faces in scikit-image's astronaut and cameraman photos
 and its 100 LFW faces (25 px, upscaled x4 into a 200 px frame; hit = detection
@@ -108,6 +109,32 @@ def _detectors(threads):
   return built
 
 
+def _interpreter_batch_rows(threads, repeats):
+  """Model-only ms/frame of the full-range interpreter resized to a batch."""
+  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.models import blazeface  # pylint: disable=g-import-not-at-top
+  spec = blazeface.MODELS["full_range"]
+  interpreter = Interpreter(model_path=blazeface.find_model_file(spec.filename),
+                            num_threads=threads)
+  index = interpreter.get_input_details()[0]["index"]
+  rng = np.random.default_rng(0)
+  print(f"\nfull-range interpreter alone, input resized to a batch (best of {repeats})")
+  print(f"{'batch':>7s}{'ms/frame':>10s}")
+  for batch in (1, 8, 32):
+    inputs = rng.uniform(-1, 1, (batch, spec.input_size, spec.input_size, 3)).astype(np.float32)
+    interpreter.resize_tensor_input(index, list(inputs.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, inputs)
+    interpreter.invoke()
+    best = float("inf")
+    for _ in range(repeats):
+      start = time.perf_counter()
+      interpreter.set_tensor(index, inputs)
+      interpreter.invoke()
+      best = min(best, time.perf_counter() - start)
+    print(f"{batch:>7d}{best / batch * 1e3:>10.2f}")
+
+
 def _recall_sets():
   lfw = skimage.data.lfw_subset()
 
@@ -168,6 +195,8 @@ def main(argv):
       ms = _time_per_frame(det, np.stack([frame] * _FRAMES.value), _REPEATS.value)
       chosen.setdefault(label, ms)
       print(f"{name:40s}{label:>10s}{ms:>10.2f}{ms / chosen[label]:>10.1f}")
+
+  _interpreter_batch_rows(_THREADS.value, _REPEATS.value)
 
   print("\nrecall (hits/faces) and false positives")
   sets = _recall_sets()
