@@ -57,10 +57,12 @@ def test_parameter_counts():
   assert "batch_stats" not in disc
 
 
-def test_audio_encoder_shape():
+def test_audio_encoder_shapes():
   mel = jnp.zeros((3, 80, 16, 1))
-  variables = AudioEncoder().init(jax.random.key(0), mel)
-  assert AudioEncoder().apply(variables, mel).shape == (3, 1, 1, 512)
+  variables = jax.eval_shape(AudioEncoder().init, jax.random.key(0), mel)
+  assert jax.eval_shape(AudioEncoder().apply, variables, mel).shape == (3, 1, 1, 512)
+  with pytest.raises(ValueError, match=r"AudioEncoder mel: expected shape \(B, 80, 16, 1\)"):
+    jax.eval_shape(AudioEncoder().apply, variables, jnp.zeros((3, 80, 32, 1)))
 
 
 def test_wrong_input_shapes_are_rejected():
