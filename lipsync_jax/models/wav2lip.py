@@ -108,10 +108,8 @@ def build_layers(specs, dtype, param_dtype) -> list[nn.Module]:
 
 
 def check_shape(name: str, x: jnp.ndarray, expected: tuple) -> None:
-  """Raises ValueError unless x.shape[1:] == expected (None matches anything)."""
-  actual = tuple(x.shape[1:])
-  if x.ndim != len(expected) + 1 or any(
-      e is not None and e != a for e, a in zip(expected, actual)):
+  """Raises ValueError naming `name` unless x.shape == (B, *expected)."""
+  if tuple(x.shape[1:]) != tuple(expected):
     raise ValueError(f"{name}: expected shape (B, {', '.join(map(str, expected))}), "
                      f"got {tuple(x.shape)}")
 
@@ -129,7 +127,7 @@ class AudioEncoder(nn.Module):
 
   def setup(self):
     self.layers = build_layers(audio_encoder_layers(self.num_residual_256), self.dtype,
-                         self.param_dtype)
+                               self.param_dtype)
 
   def __call__(self, mel: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     check_shape("AudioEncoder mel", mel, (MEL_BINS, MEL_STEPS, 1))
