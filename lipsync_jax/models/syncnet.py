@@ -63,7 +63,7 @@ class SyncNet(nn.Module):
   def __call__(self, mel: jnp.ndarray, lower_halves: jnp.ndarray,
                train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
     check_shape("SyncNet lower_halves", lower_halves,
-                 (self.img_size // 2, self.img_size, 15))
+                (self.img_size // 2, self.img_size, 15))
     face = lower_halves
     for layer in self.face_encoder:
       face = layer(face, train=train)
