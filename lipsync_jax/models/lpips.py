@@ -95,14 +95,14 @@ class LPIPS(nn.Module):
     if x.shape != y.shape or x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(f"LPIPS expects two (B, H, W, 3) images, got {x.shape} and {y.shape}")
     batch, height, width, _ = x.shape
-    images = jnp.concatenate([x, y], axis=0)  # One backbone pass for both.
-    images = (images - jnp.asarray(SHIFT, images.dtype)) / jnp.asarray(SCALE, images.dtype)
-    taps = VGG16Features(self.dtype, self.param_dtype, name="features")(images)
+    backbone = VGG16Features(self.dtype, self.param_dtype, name="features")
+    # Two passes rather than one over the concatenation: when only x needs a gradient
+    # (a loss against a fixed target), the backward pass then skips y's half.
+    taps_x, taps_y = (backbone((image - jnp.asarray(SHIFT)) / jnp.asarray(SCALE))
+                      for image in (x, y))
     total = 0.0
-    for layer, tap in enumerate(taps):
-      tap = tap.astype(jnp.float32)
-      unit = tap / (jnp.sqrt(jnp.sum(tap**2, axis=-1, keepdims=True)) + NORM_EPS)
-      squared_diff = (unit[:batch] - unit[batch:])**2
+    for layer, (tap_x, tap_y) in enumerate(zip(taps_x, taps_y)):
+      squared_diff = (_unit_channels(tap_x) - _unit_channels(tap_y))**2
       weighted = nn.Conv(1, (1, 1), use_bias=False, dtype=jnp.float32,
                          param_dtype=self.param_dtype, name=f"lin{layer}")(squared_diff)
       if self.spatial:
@@ -110,6 +110,12 @@ class LPIPS(nn.Module):
       else:
         total = total + jnp.mean(weighted, axis=(1, 2, 3))
     return total
+
+
+def _unit_channels(features: jnp.ndarray) -> jnp.ndarray:
+  """Each pixel's channel vector divided by (its L2 norm + 1e-10), in float32."""
+  features = features.astype(jnp.float32)
+  return features / (jnp.sqrt(jnp.sum(features**2, axis=-1, keepdims=True)) + NORM_EPS)
 
 
 def load_lpips_heads() -> dict[str, np.ndarray]:
