@@ -186,3 +186,47 @@ def test_out_of_bounds_stride_is_refused(tmp_path):
       dst.writestr(name, data)
   with pytest.raises(CheckpointFormatError, match="storage of 4"):
     torch_checkpoint.read_state_dict(edited)
+
+
+class _Ref:
+  """Stands for a storage (view) or tensor while hand-writing a legacy file."""
+
+  def __init__(self, **fields):
+    self.__dict__.update(fields)
+
+
+class _LegacyPickler(pickle.Pickler):
+  """Writes torch's legacy object pickle, including the storage views torch <= 1.x made."""
+
+  def persistent_id(self, obj):
+    if isinstance(obj, _Ref) and hasattr(obj, "root_key"):
+      return ("storage", torch.FloatStorage, obj.root_key, "cpu", obj.root_numel, obj.view)
+    return None
+
+  def reducer_override(self, obj):
+    if isinstance(obj, _Ref) and hasattr(obj, "storage"):
+      return (torch._utils._rebuild_tensor_v2,  # pylint: disable=protected-access
+              (obj.storage, obj.offset, obj.size, obj.stride, False, collections.OrderedDict()))
+    return NotImplemented
+
+
+def test_legacy_storage_views_match_torch_load(tmp_path):
+  """Storage views (view_metadata = (key, offset, numel)) as old torch versions wrote them."""
+  root = np.arange(30, dtype=np.float32)
+  whole = _Ref(root_key="7", root_numel=30, view=None)
+  view = _Ref(root_key="7", root_numel=30, view=("8", 10, 12))  # Elements 10..21.
+  state = {"whole": _Ref(storage=whole, offset=2, size=(2, 3), stride=(1, 2)),
+           "view": _Ref(storage=view, offset=1, size=(3, 3), stride=(3, 1))}
+  path = tmp_path / "views.pth"
+  with open(path, "wb") as f:
+    for header in (0x1950a86a20f9469cfc6c, 1001, {"protocol_version": 1001,
+                                                   "little_endian": True}):
+      pickle.dump(header, f, protocol=2)
+    _LegacyPickler(f, protocol=2).dump(state)
+    pickle.dump(["7"], f, protocol=2)
+    f.write((30).to_bytes(8, "little") + root.tobytes())
+  expected = torch.load(path, weights_only=True)
+  loaded = torch_checkpoint.read_state_dict(path)
+  for key, tensor in expected.items():
+    _assert_same(loaded[key], tensor)
+  np.testing.assert_array_equal(loaded["view"][0], [11, 12, 13])
