@@ -240,6 +240,46 @@ class GeneratorWindows(grain.transforms.RandomMap):
             "mel_chunks": mel_chunks, "sync_mel": _mel(clip, start), "target": target}
 
 
+class EpochShuffle(grain.MapDataset):
+  """The parent's elements in a new random order each epoch (epoch = index // len).
+
+  Same contract as `MapDataset.shuffle`, but one numpy permutation per epoch instead
+  of Grain's per-index `index_shuffle`, which costs ~5 ms an element on 8 elements
+  and ~0.5 ms on 100 (measured, grain 0.2.18); small datasets are the common case
+  here (synthetic clips, tests).
+  """
+  _MUTATES_ELEMENT_SPEC = False
+
+  def __init__(self, parent: grain.MapDataset, *, seed: int):
+    super().__init__(parent)
+    self._seed = seed
+    self._permutations = {}  # epoch -> permutation; the two latest epochs.
+
+  def __len__(self) -> int:
+    return len(self._parent)
+
+  def __str__(self) -> str:
+    return f"EpochShuffle(seed={self._seed})"
+
+  def _shuffled_index(self, index: int) -> int:
+    length = len(self._parent)
+    epoch, index_in_epoch = divmod(index, length)
+    permutation = self._permutations.get(epoch)
+    if permutation is None:
+      permutation = np.random.default_rng([self._seed, epoch]).permutation(length)
+      self._permutations = {e: p for e, p in self._permutations.items() if e == epoch - 1}
+      self._permutations[epoch] = permutation
+    return int(permutation[index_in_epoch]) + epoch * length
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self._shuffled_index(index)]
+
+  def _getitems(self, indices: Sequence[int]):
+    return self._parent._getitems([self._shuffled_index(i) for i in indices])  # pylint: disable=protected-access
+
+
 def ensure_absl_flags_parsed() -> None:
   """Lets Grain read its absl flags outside `absl.app.run` (tests, notebooks).
 
@@ -267,7 +307,7 @@ def make_dataset(source: Sequence[Clip], sampler: grain.transforms.RandomMap, *,
     raise DatasetError(f"{len(source)} clips cannot feed {shard_count} shards")
   shuffle_seed, sampler_seed = np.random.SeedSequence([seed, shard_index]).generate_state(2)
   dataset = grain.MapDataset.source(source)[shard_index::shard_count]
-  dataset = dataset.shuffle(seed=int(shuffle_seed)).repeat(num_epochs)
+  dataset = EpochShuffle(dataset, seed=int(shuffle_seed)).repeat(num_epochs)
   dataset = dataset.random_map(sampler, seed=int(sampler_seed))
   return dataset.batch(batch_size, drop_remainder=drop_remainder)
 

@@ -238,6 +238,15 @@ def assert_same_batches(a, b):
       np.testing.assert_array_equal(x[key], y[key])
 
 
+def test_epoch_shuffle_permutes_each_epoch_anew():
+  dataset = sources.EpochShuffle(grain.MapDataset.range(10), seed=3).repeat(3)
+  epochs = [[dataset[10 * e + i] for i in range(10)] for e in range(3)]
+  assert all(sorted(epoch) == list(range(10)) for epoch in epochs)
+  assert epochs[0] != epochs[1] != epochs[2] and epochs[0] != list(range(10))
+  again = sources.EpochShuffle(grain.MapDataset.range(10), seed=3).repeat(3)
+  assert [again[i] for i in reversed(range(30))] == sum(epochs, [])[::-1]
+
+
 def test_iterator_is_deterministic_by_seed(clips):
   source = sources.ClipSource(clips)
   make = lambda seed: sources.generator_iterator(source, batch_size=3, seed=seed)
