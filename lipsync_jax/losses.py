@@ -1,0 +1,96 @@
+"""Losses of SyncNet and generator training (Wav2Lip and LPIPS-AttnWav2Lip).
+
+All losses return float32 scalars (the mean over the batch) and compute in
+float32 whatever the dtype of their inputs, so bf16 models keep f32 losses.
+Images are NHWC in [0, 1] unless stated otherwise.
+"""
+
+from typing import Any, Callable
+
+import jax.numpy as jnp
+
+# Probabilities are clipped into [EPS, 1 - EPS] before the logarithm: log(1e-7)
+# = -16.1 bounds the loss of a confidently wrong prediction. PyTorch's BCELoss,
+# which the original uses, clamps log() at -100 instead; both only matter when
+# a prediction is (numerically) exactly 0 or 1.
+EPS = 1e-7
+
+
+def l1_loss(prediction: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
+  """Mean absolute error over all elements (Wav2Lip's reconstruction loss)."""
+  return jnp.mean(jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32)))
+
+
+def binary_cross_entropy(probability: jnp.ndarray, label: jnp.ndarray) -> jnp.ndarray:
+  """Mean BCE of probabilities (not logits) against labels in {0, 1}.
+
+  Args:
+    probability: (B,) predicted probabilities; clipped into [EPS, 1 - EPS].
+    label: (B,) targets, 1 = positive.
+  """
+  p = jnp.clip(probability.astype(jnp.float32), EPS, 1.0 - EPS)
+  y = label.astype(jnp.float32)
+  return -jnp.mean(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p))
+
+
+def cosine_similarity(audio_emb: jnp.ndarray, face_emb: jnp.ndarray) -> jnp.ndarray:
+  """(B,) cosine similarity of two (B, D) embeddings (re-normalised here)."""
+  a = audio_emb.astype(jnp.float32)
+  v = face_emb.astype(jnp.float32)
+  a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+  v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+  return jnp.sum(a * v, axis=-1)
+
+
+def sync_loss(audio_emb: jnp.ndarray, face_emb: jnp.ndarray,
+              label: jnp.ndarray | float = 1.0) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """SyncNet loss: BCE of the cosine similarity read as the in-sync probability.
+
+  Args:
+    audio_emb: (B, 512) audio embeddings.
+    face_emb: (B, 512) face embeddings.
+    label: (B,) 1 for in-sync pairs, 0 for shifted ones; a scalar broadcasts
+      (the generator's sync loss uses 1).
+
+  Returns:
+    (loss, accuracy): the mean BCE and the fraction of pairs whose cosine is on
+    the label's side of 0.5.
+  """
+  cosine = cosine_similarity(audio_emb, face_emb)
+  label = jnp.broadcast_to(jnp.asarray(label, jnp.float32), cosine.shape)
+  accuracy = jnp.mean(((cosine > 0.5) == (label > 0.5)).astype(jnp.float32))
+  return binary_cross_entropy(cosine, label), accuracy
+
+
+def adversarial_loss(probability: jnp.ndarray, is_real: bool) -> jnp.ndarray:
+  """BCE of discriminator probabilities (B,) against all-real or all-fake labels."""
+  return binary_cross_entropy(probability, jnp.full(probability.shape, float(is_real)))
+
+
+def lpips_loss(lpips_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray],
+               prediction: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
+  """Mean LPIPS distance between images in [0, 1].
+
+  Args:
+    lpips_fn: maps two (B, H, W, 3) images in [-1, 1] to (B,) distances, e.g.
+      `functools.partial(LPIPS().apply, lpips_variables)`.
+    prediction, target: (B, H, W, 3) in [0, 1].
+  """
+  distance = lpips_fn(prediction * 2.0 - 1.0, target * 2.0 - 1.0)
+  return jnp.mean(distance.astype(jnp.float32))
+
+
+def weighted_generator_loss(losses: dict[str, Any], sync_weight: Any,
+                            lpips_weight: float, adversarial_weight: float) -> jnp.ndarray:
+  """(1 - s - p - d) * L1 + s * sync + p * LPIPS + d * adversarial.
+
+  `losses` holds "l1", "sync" and, when their weights are non-zero, "lpips"
+  and "adversarial". `sync_weight` may be a traced scalar (the schedule).
+  """
+  total = (1.0 - sync_weight - lpips_weight - adversarial_weight) * losses["l1"]
+  total = total + sync_weight * losses["sync"]
+  if lpips_weight:
+    total = total + lpips_weight * losses["lpips"]
+  if adversarial_weight:
+    total = total + adversarial_weight * losses["adversarial"]
+  return total

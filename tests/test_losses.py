@@ -1,0 +1,86 @@
+"""Losses against PyTorch's BCELoss / cosine similarity and closed-form values."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lipsync_jax import losses
+
+
+def test_l1_matches_torch():
+  rng = np.random.default_rng(0)
+  x, y = rng.random((2, 4, 6, 6, 3), dtype=np.float32)
+  expected = F.l1_loss(torch.from_numpy(x), torch.from_numpy(y)).item()
+  np.testing.assert_allclose(losses.l1_loss(x, y), expected, rtol=1e-6)
+
+
+def test_bce_matches_torch_and_is_finite_at_the_edges():
+  p = np.array([0.1, 0.5, 0.9, 0.7], np.float32)
+  y = np.array([1.0, 0.0, 1.0, 0.0], np.float32)
+  expected = F.binary_cross_entropy(torch.from_numpy(p), torch.from_numpy(y)).item()
+  np.testing.assert_allclose(losses.binary_cross_entropy(p, y), expected, rtol=1e-6)
+  edge = jnp.array([0.0, 1.0])
+  value, grad = jax.value_and_grad(
+      lambda q: losses.binary_cross_entropy(q, jnp.array([1.0, 0.0])))(edge)
+  assert np.isfinite(value) and np.all(np.isfinite(grad))
+  np.testing.assert_allclose(value, -np.log(losses.EPS), rtol=0.02)  # f32 rounds 1 - EPS
+
+
+def test_sync_loss_is_bce_of_cosine_as_in_wav2lip():
+  rng = np.random.default_rng(1)
+  a = np.abs(rng.normal(size=(6, 512))).astype(np.float32)  # ReLU embeddings
+  v = np.abs(rng.normal(size=(6, 512))).astype(np.float32)
+  label = np.array([1, 0, 1, 0, 1, 1], np.float32)
+  ta = F.normalize(torch.from_numpy(a), p=2, dim=1)
+  tv = F.normalize(torch.from_numpy(v), p=2, dim=1)
+  cos = F.cosine_similarity(ta, tv)
+  expected = torch.nn.BCELoss()(cos, torch.from_numpy(label)).item()
+  loss, accuracy = losses.sync_loss(a, v, label)
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  expected_acc = np.mean((cos.numpy() > 0.5) == (label > 0.5))
+  np.testing.assert_allclose(accuracy, expected_acc)
+
+
+def test_sync_loss_of_identical_and_orthogonal_embeddings():
+  e = np.eye(4, 8, dtype=np.float32)
+  loss_same, acc_same = losses.sync_loss(e, e * 3.0)  # scale does not matter
+  assert loss_same < 1e-5 and acc_same == 1.0
+  loss_orth, acc_orth = losses.sync_loss(e, np.roll(e, 1, axis=1))
+  np.testing.assert_allclose(loss_orth, -np.log(losses.EPS), rtol=1e-4)
+  assert acc_orth == 0.0
+  # Random guessing (cosine 0.5 everywhere) is the "stuck at 0.69" value ln 2.
+  half = np.array([[1.0, 0.0]], np.float32), np.array([[0.5, np.sqrt(0.75)]], np.float32)
+  np.testing.assert_allclose(losses.sync_loss(*half, label=0.0)[0], np.log(2.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("is_real", [True, False])
+def test_adversarial_loss(is_real):
+  p = np.array([0.2, 0.6, 0.99], np.float32)
+  target = torch.full((3,), float(is_real))
+  expected = F.binary_cross_entropy(torch.from_numpy(p), target).item()
+  np.testing.assert_allclose(losses.adversarial_loss(p, is_real), expected, rtol=1e-6)
+
+
+def test_lpips_loss_maps_images_to_minus_one_one():
+  seen = []
+
+  def fake_distance(x, y):
+    seen.append((float(x.min()), float(x.max()), float(y.min())))
+    return jnp.sum((x - y) ** 2, axis=(1, 2, 3))
+
+  x = np.zeros((2, 4, 4, 3), np.float32)
+  y = np.ones((2, 4, 4, 3), np.float32)
+  np.testing.assert_allclose(losses.lpips_loss(fake_distance, x, y), 4.0 * 48)
+  assert seen == [(-1.0, -1.0, 1.0)]
+
+
+def test_weighted_generator_loss_is_the_papers_combination():
+  parts = {"l1": 2.0, "sync": 3.0, "lpips": 5.0, "adversarial": 7.0}
+  total = losses.weighted_generator_loss(parts, 0.03, 0.1, 0.07)
+  np.testing.assert_allclose(total, 0.8 * 2 + 0.03 * 3 + 0.1 * 5 + 0.07 * 7, rtol=1e-6)
+  # Zero weights drop a term even when it is missing from the dict.
+  only_l1 = losses.weighted_generator_loss({"l1": 2.0, "sync": 3.0}, 0.0, 0.0, 0.0)
+  np.testing.assert_allclose(only_l1, 2.0)
