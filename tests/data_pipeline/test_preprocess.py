@@ -1,12 +1,15 @@
 """The preprocessing job: bad inputs skipped and reported, records right, resumable."""
 
+from concurrent import futures
 import json
+import multiprocessing
 import os
 import pathlib
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -159,6 +162,33 @@ def test_killed_run_resumes(inputs, tmp_path):
   _assert_each_clip_once(out)
 
 
+def test_killed_worker_keeps_finished_shards_and_resumes(inputs, tmp_path):
+  out = tmp_path / "out"
+
+  def kill_first_worker():
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+      workers = [p for p in multiprocessing.active_children()
+                 if p.name.startswith("SpawnProcess")]
+      if workers:
+        os.kill(workers[0].pid, signal.SIGKILL)
+        return
+      time.sleep(0.01)
+
+  killer = threading.Thread(target=kill_first_worker)
+  killer.start()
+  with pytest.raises(futures.BrokenExecutor):
+    preprocess.run_local(inputs[0], out, num_workers=1, records_per_shard=1,
+                         progress=False)
+  killer.join()
+  finished = len(manifest.load_manifest(out))
+  summary = preprocess.run_local(inputs[0], out, num_workers=0,
+                                 progress=False)
+  assert summary.num_already_finished == finished
+  _assert_each_clip_once(out)
+  assert len(manifest.read_report(out)) == len(inputs[1])
+
+
 def test_lrs2_layout(tmp_path):
   (tmp_path / "main" / "spk1").mkdir(parents=True)
   (tmp_path / "train.txt").write_text("spk1/00001\nspk1/00002\n")
@@ -202,3 +232,26 @@ def test_beam_runner_writes_the_same_records(inputs, finished_job, tmp_path):
       local[i] for i in range(len(local)))
   again = preprocess_beam.run_beam(inputs[0], out)
   assert again.num_written == 0 and again.num_already_finished == 14
+
+
+def test_tfds_builder_writes_array_record_without_tensorflow(
+    inputs, finished_job, tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets",
+                             reason="tensorflow-datasets is not installed")
+  from data_pipeline import tfds_lrs2  # pylint: disable=g-import-not-at-top
+  builder = tfds_lrs2.Lrs2Lipsync(data_dir=tmp_path, config="crop96",
+                                  file_format="array_record")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=inputs[0]))
+  source = builder.as_data_source(split="train")
+  assert len(source) == NUM_GOOD
+  ours = records.open_shards(finished_job[0])
+  ours = {ours[i]["clip_id"]: ours[i] for i in range(len(ours))}
+  for i in range(len(source)):
+    example = source[i]
+    record = ours[example["clip_id"].decode()]
+    np.testing.assert_array_equal(example["mel"], record["mel"])
+    np.testing.assert_array_equal(example["boxes"], record["boxes"])
+    np.testing.assert_array_equal(np.stack(example["frames"]),
+                                  records.decode_frames(record["frames"]))
+  assert "tensorflow" not in sys.modules
