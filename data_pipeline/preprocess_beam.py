@@ -13,9 +13,12 @@ redoes those inputs. So, as with the local runner, a re-run resumes and
 nothing is written twice.
 
 Runs on the DirectRunner by default; `beam_options` points it elsewhere, e.g.
-"--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp"
-(or FlinkRunner / SparkRunner), with input and output directories that every
-worker can read and write. Needs the `[beam]` extra (apache-beam).
+"--runner=FlinkRunner --flink_master=host:8081 --environment_type=LOOPBACK",
+SparkRunner, or "--runner=DataflowRunner --project=P --region=R
+--temp_location=gs://B/tmp --requirements_file=...". The input and output
+directories are plain paths: they must be one filesystem seen by the driver and
+every worker (NFS, or a bucket mounted with Cloud Storage FUSE); gs:// URLs are
+not supported. Needs the `[beam]` extra (apache-beam).
 """
 
 import json

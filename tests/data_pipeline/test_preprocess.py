@@ -189,6 +189,23 @@ def test_killed_worker_keeps_finished_shards_and_resumes(inputs, tmp_path):
   assert len(manifest.read_report(out)) == len(inputs[1])
 
 
+def test_without_sidecar_the_detector_finds_the_face(inputs, tmp_path):
+  shutil.copy(inputs[0] / "synth_00001.mp4", tmp_path)
+  result = preprocess.process_video(
+      preprocess.VideoTask("", "synth_00001", str(tmp_path / "synth_00001.mp4")),
+      preprocess.PreprocessConfig(pads=(0, 0, 0, 0)))
+  assert result.skip_reason is None
+  detected = records.decode_record(result.record)["boxes"].astype(float)
+  truth = np.array(json.loads(
+      (inputs[0] / "synth_00001.json").read_text())["boxes"], float)
+  overlap = (np.clip(np.minimum(detected[:, 2:], truth[:, 2:]) -
+                     np.maximum(detected[:, :2], truth[:, :2]), 0, None)
+             .prod(axis=1))
+  areas = [(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in (detected, truth)]
+  iou = overlap / (areas[0] + areas[1] - overlap)
+  assert iou.min() > 0.5, iou.min()
+
+
 def test_lrs2_layout(tmp_path):
   (tmp_path / "main" / "spk1").mkdir(parents=True)
   (tmp_path / "train.txt").write_text("spk1/00001\nspk1/00002\n")
