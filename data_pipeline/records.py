@@ -20,8 +20,9 @@ Features of the Example (all lists are flat, row-major):
                                      `melspectrogram` of the whole audio track
   mel_shape     int64_list  2        (80, N)
 
-The Example is serialised deterministically (features sorted by key), so the
-same record always gives the same bytes.
+The Example is serialised deterministically (map entries in protobuf's
+canonical order), so the same record always gives the same bytes. `fps` is a
+float32 on the wire (25.0 is exact).
 
 tf.data example: `tf.io.parse_single_example(x, {"mel": tf.io.VarLenFeature(
 tf.float32), "frames": tf.io.VarLenFeature(tf.string), ...})`, then reshape
