@@ -226,13 +226,15 @@ def lpips_variables_from_h5(vgg_path: str | os.PathLike,
   try:
     import h5py  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError("reading lpips-j's h5 weight files needs h5py: pip install 'h5py>=3.8'") from e
+    raise ImportError("reading lpips-j's h5 weight files needs h5py: "
+                      "pip install 'h5py>=3.8'") from e
   to_torch = lambda kernel: np.asarray(kernel, np.float32).transpose(3, 2, 0, 1)
   state_dict = {}
   with h5py.File(vgg_path, "r") as f:
     for name, index in VGG16_CONV_INDEX.items():
       if not isinstance(f.get(name), h5py.Group) or not {"weight", "bias"} <= set(f[name]):
-        raise LPIPSWeightsError(f"{os.fspath(vgg_path)}: no group '{name}' with 'weight' and 'bias'")
+        raise LPIPSWeightsError(
+            f"{os.fspath(vgg_path)}: no group '{name}' with 'weight' and 'bias'")
       state_dict[f"features.{index}.weight"] = to_torch(f[name]["weight"][()])
       state_dict[f"features.{index}.bias"] = np.asarray(f[name]["bias"][()], np.float32)
   if lin_path is not None:

@@ -131,13 +131,14 @@ def test_lpips_module_state_dict_and_errors(models):
   converted = lpips.lpips_variables_from_state_dict(state_dict)["params"]
   jax.tree.map(np.testing.assert_array_equal, converted["features"],
                variables["params"]["features"])
-  np.testing.assert_array_equal(converted["lin3"]["kernel"], 2 * variables["params"]["lin3"]["kernel"])
+  np.testing.assert_array_equal(converted["lin3"]["kernel"],
+                                2 * variables["params"]["lin3"]["kernel"])
 
   broken = {k: v for k, v in state_dict.items() if k != "net.slice3.12.bias"}
   broken["net.slice1.0.weight"] = np.zeros((64, 3, 5, 5), np.float32)
   broken["extra.weight"] = np.zeros(1)
-  with pytest.raises(lpips.LPIPSWeightsError,
-                     match=r"net.slice3.12.bias.*extra.weight.*net.slice1.0.weight \(64, 3, 5, 5\)"):
+  pattern = r"net.slice3.12.bias.*extra.weight.*net.slice1.0.weight \(64, 3, 5, 5\)"
+  with pytest.raises(lpips.LPIPSWeightsError, match=pattern):
     lpips.lpips_variables_from_state_dict(broken)
 
 
