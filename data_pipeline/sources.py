@@ -22,8 +22,10 @@ original Wav2Lip training scripts (`color_syncnet_train.py`, `hq_wav2lip_train.p
 
 Images are float32 in [0, 1], RGB unless `channel_order="bgr"` (official checkpoints).
 Starts are drawn uniformly among those whose frames and mel windows lie inside the clip,
-which is the distribution of the original rejection loops. Clips with <= 3T frames are
-dropped when the source is built (as the original does); an empty dataset raises.
+which is the distribution of the original rejection loops; the SyncNet label is a
+fair coin (the original's redraws skew it by a fraction of a percent). Clips with
+<= 3T frames are dropped when the source is built (as the original does); an empty
+or unreadable dataset raises `DatasetError`.
 
 The trainer builds an iterator with `syncnet_iterator` / `generator_iterator`; its
 `get_state()` / `set_state()` round-trip, and with orbax:
