@@ -1,12 +1,15 @@
 """Inference: a jitted generator function for notebooks, and video/photo + audio -> frames.
 
 `make_inference_fn` is the array-level entry point (fixed batch shape, compiles once);
-`lipsync` runs the whole pipeline in memory: decode, face boxes, crops, mel windows,
-generation, paste-back. `tools/infer.py` wraps `lipsync` and writes the mp4.
+`export_inference_fn` serialises that fixed-shape function with `jax.export` (StableHLO).
+`LipsyncJob` runs the whole pipeline streaming: face boxes (a fixed box, a JSON sidecar or
+the detector), then per batch decode, crop, mel windows, generation, paste-back;
+`tools/infer.py` writes its frames to an mp4, `lipsync` collects them in memory.
 """
 
 import collections
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Callable, Iterator
@@ -18,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from lipsync_jax import audio
+from lipsync_jax import checkpoints
 from lipsync_jax import faces
 from lipsync_jax import video
 
@@ -44,7 +48,7 @@ def make_inference_fn(model: nn.Module, variables: Any, batch_size: int = 16,
     model = model.clone(dtype=dtype)
 
   @jax.jit
-  def generate(mel_chunks, faces):
+  def generate(variables, mel_chunks, faces):  # Weights as an argument, not constants.
     out = model.apply(variables, mel_chunks, faces, train=False)
     return out.astype(jnp.float32)
 
@@ -56,7 +60,7 @@ def make_inference_fn(model: nn.Module, variables: Any, batch_size: int = 16,
       mel, face = _pad_batch(mel_chunks[start:start + batch_size], batch_size), \
           _pad_batch(faces[start:start + batch_size], batch_size)
       valid = min(batch_size, len(faces) - start)
-      outputs.append(np.asarray(generate(mel, face))[:valid])
+      outputs.append(np.asarray(generate(variables, mel, face))[:valid])
     if not outputs:
       return np.zeros((0,) + faces.shape[1:3] + (3,), np.float32)
     return np.concatenate(outputs)
@@ -72,57 +76,43 @@ def _pad_batch(x: Array, batch_size: int) -> Array:
   return np.concatenate([x, np.repeat(x[-1:], batch_size - len(x), axis=0)])
 
 
+def export_inference_fn(model: nn.Module, variables: Any, batch_size: int = 16,
+                        channel_order: str = "rgb", dtype: Any = None) -> bytes:
+  """The fixed-shape generator as a serialised `jax.export` artifact (StableHLO).
+
+  The weights are baked in as constants, so the artifact alone is the model:
+  `jax.export.deserialize(data).call(mel_chunks, faces)` on any JAX backend, with
+  `mel_chunks` float32 (batch_size, 80, 16, 1) and `faces` float32
+  (batch_size, S, S, 6) in [0, 1], channels RGB whatever the checkpoint's order
+  (a BGR checkpoint's flips are compiled in); returns float32 (batch_size, S, S, 3) RGB.
+
+  Args:
+    model, variables, batch_size, dtype: as `make_inference_fn`.
+    channel_order: the order the weights expect, "rgb" or "bgr".
+  """
+  if channel_order not in ("rgb", "bgr"):
+    raise ValueError(f"channel_order must be rgb or bgr, got {channel_order!r}")
+  if dtype is not None:
+    model = model.clone(dtype=dtype)
+  size = int(getattr(model, "img_size", 96))
+  flip = channel_order == "bgr"
+
+  def generate(mel_chunks, faces):
+    if flip:
+      faces = jnp.concatenate([faces[..., 2::-1], faces[..., :2:-1]], axis=-1)
+    out = model.apply(variables, mel_chunks, faces, train=False).astype(jnp.float32)
+    return out[..., ::-1] if flip else out
+
+  specs = (jax.ShapeDtypeStruct((batch_size, 80, audio.MEL_WINDOW, 1), jnp.float32),
+           jax.ShapeDtypeStruct((batch_size, size, size, 6), jnp.float32))
+  return bytes(jax.export.export(jax.jit(generate))(*specs).serialize())
+
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-GENERATORS = ("wav2lip", "attn_wav2lip")
 
 
 class InferenceError(ValueError):
   """An input the pipeline cannot use; the message names the file and the problem."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Generator:
-  """A generator ready for inference: module, variables and the channel order it expects."""
-  model: nn.Module
-  variables: Any
-  channel_order: str = "rgb"
-
-  @property
-  def img_size(self) -> int:
-    return int(getattr(self.model, "img_size", 96))
-
-
-def build_generator(name: str, **kwargs) -> nn.Module:
-  """The generator module called `name` ("wav2lip" or "attn_wav2lip")."""
-  if name == "wav2lip":
-    from lipsync_jax.models.wav2lip import Wav2Lip
-    return Wav2Lip(**kwargs)
-  if name == "attn_wav2lip":
-    from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
-    return AttnWav2Lip(**kwargs)
-  raise ValueError(f"unknown generator {name!r}; expected one of {GENERATORS}")
-
-
-def load_generator(path: str) -> Generator:
-  """A generator from an official `wav2lip*.pth` or an exported/converted checkpoint folder.
-
-  Folders are what `tools/convert_torch.py` and the trainer's export write: orbax
-  `variables/` plus `metadata.json` with "model", "channel_order" and optionally
-  "model_config" (the module's constructor fields).
-  """
-  from lipsync_jax import convert
-  if not os.path.exists(path):
-    raise InferenceError(f"{path}: no such checkpoint")
-  if os.path.isfile(path):
-    return Generator(build_generator("wav2lip"),
-                     convert.load_torch_checkpoint(path, model="wav2lip"), "bgr")
-  if not os.path.isfile(os.path.join(path, "metadata.json")):
-    raise InferenceError(f"{path}: not a checkpoint folder (no metadata.json)")
-  variables, metadata = convert.restore_converted(path)
-  if metadata.get("model") not in GENERATORS:
-    raise InferenceError(f"{path}: holds a {metadata.get('model')!r}, not a generator")
-  model = build_generator(metadata["model"], **metadata.get("model_config", {}))
-  return Generator(model, variables, metadata.get("channel_order", "rgb"))
 
 
 @dataclasses.dataclass
@@ -142,6 +132,7 @@ class FaceSource:
   path: str | None
   fps: float
   resize_factor: int = 1
+  length: int = 1  # source frames (from the header for videos)
 
   @property
   def is_still(self) -> bool:
@@ -193,14 +184,57 @@ def open_face_source(face: str | Array, fps: float | None = None,
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
       raise InferenceError(f"face frames must be uint8 (T, H, W, 3), got {frames.dtype} "
                            f"{frames.shape}")
-    return FaceSource(frames, None, float(fps or 25.0), resize_factor)
+    return FaceSource(frames, None, float(fps or 25.0), resize_factor, len(frames))
   path = os.fspath(face)
   if not os.path.isfile(path):
     raise InferenceError(f"{path}: no such file")
   if path.lower().endswith(IMAGE_SUFFIXES):
     return FaceSource(video.read_image(path)[None], path, float(fps or 25.0), resize_factor)
   info = video.probe_video(path)
-  return FaceSource(None, path, info.fps, resize_factor)
+  return FaceSource(None, path, info.fps, resize_factor, info.num_frames)
+
+
+def sidecar_path(face: str | Array) -> str | None:
+  """`<stem>.json` next to a face video or image, if that file exists."""
+  if not isinstance(face, (str, os.PathLike)):
+    return None
+  path = os.path.splitext(os.fspath(face))[0] + ".json"
+  return path if os.path.isfile(path) else None
+
+
+def read_sidecar_boxes(path: str) -> list[Array | None]:
+  """Per-source-frame face boxes (x1, y1, x2, y2) from a JSON file's "boxes" list.
+
+  The format `data_pipeline` writes: `{"boxes": [[x1, y1, x2, y2], null, ...]}` in the
+  source video's pixels, `null` where a frame has no face.
+  """
+  try:
+    with open(path) as f:
+      content = json.load(f)
+    boxes = [None if b is None else np.asarray(b, np.float64)[:4] for b in content["boxes"]]
+  except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+    raise InferenceError(f"{path}: not a boxes file ({type(e).__name__}: {e})") from e
+  if not boxes or any(b is not None and b.shape != (4,) for b in boxes):
+    raise InferenceError(f"{path}: \"boxes\" must be a non-empty list of [x1, y1, x2, y2] "
+                         "or null")
+  return boxes
+
+
+def crop_boxes(face_boxes: list[Array | None], pads, frame_hw: tuple[int, int],
+               smooth: bool = True, missing: str = "error") -> tuple[Array, Array]:
+  """Crop boxes from per-frame face boxes, as `faces.detect_video_boxes` makes them.
+
+  Faceless frames are filled by `faces.fill_missing(missing)`, boxes are padded and
+  clipped by `faces.face_crop_box`, then smoothed over 5 frames.
+  Returns (boxes int32 (T, 4), has_face bool (T,)).
+  """
+  filled, has_face = faces.fill_missing(face_boxes, missing)
+  crop = np.zeros((len(filled), 4), np.float64)
+  if has_face.any() or missing == "interpolate":
+    crop = np.array([faces.face_crop_box(b, pads, frame_hw) for b in filled], np.float64)
+  if smooth:
+    crop = faces.smooth_boxes(crop, valid=has_face)
+  return np.round(crop).astype(np.int32), has_face
 
 
 def load_wav(audio_input: str | Array) -> Array:
@@ -226,11 +260,15 @@ class LipsyncJob:
   Args:
     face: video path, image path, (H, W, 3) image or (T, H, W, 3) frames, uint8 RGB.
     audio_input: audio path (any container) or float32 (n,) at 16 kHz.
-    generator: a `Generator` (module, variables, channel order).
+    generator: a `checkpoints.Generator` (module, variables, channel order).
     fps: frame rate for stills / in-memory frames (default 25); videos keep theirs.
     batch_size: frames per generator call (and per detector call).
     pads: (top, bottom, left, right) pixels added to detected boxes (`faces.face_crop_box`).
-    box: a fixed (x1, y1, x2, y2) face box for every frame: no detection.
+    box: a fixed (x1, y1, x2, y2) crop box for every frame: no detection, no pads.
+    face_boxes: per-source-frame face boxes (x1, y1, x2, y2) or None (no face), in the
+      source's pixels, or the path of a JSON file holding them under "boxes"; padded,
+      filled and smoothed like detections, but no detector runs. By default a video's
+      or image's `<stem>.json` sidecar is used when it exists (`use_sidecar`).
     smooth: running mean of boxes over 5 frames (Wav2Lip's `--nosmooth` turns it off).
     static: use only the first frame of a video.
     resize_factor: downscale the input (and output) frames by this integer factor.
@@ -240,10 +278,15 @@ class LipsyncJob:
     face_index: which face when several are found (None = largest).
     detector: a `faces.FaceDetector` (built on first need otherwise).
     dtype: compute dtype override for the generator (e.g. jnp.bfloat16).
+  Attributes after construction: `num_frames`, `fps`, `wav`, `boxes` (crop boxes),
+  `has_face`, `box_source` ("box", a JSON path, "face_boxes" or "detector"), and
+  `timings` (seconds per stage: detect, decode, generate, paste; filled as frames stream).
   """
 
-  def __init__(self, face, audio_input, generator: Generator, *, fps: float | None = None,
-               batch_size: int = 16, pads=(0, 10, 0, 0), box=None, smooth: bool = True,
+  def __init__(self, face, audio_input, generator: checkpoints.Generator, *,
+               fps: float | None = None,
+               batch_size: int = 16, pads=(0, 10, 0, 0), box=None, face_boxes=None,
+               use_sidecar: bool = True, smooth: bool = True,
                static: bool = False, resize_factor: int = 1, blend: bool = True,
                missing: str = "error", face_index: int | None = None,
                detector: "faces.FaceDetector | None" = None, dtype: Any = None):
@@ -262,23 +305,45 @@ class LipsyncJob:
       raise InferenceError(f"{name}: audio of {len(self.wav) / audio.SAMPLE_RATE:.3f} s is "
                            f"shorter than one mel window (0.2 s)")
     self.num_frames = audio.num_video_frames_for_mel(self.mel.shape[1], self.fps)
-    self.boxes, self.has_face = self._boxes(box, pads, smooth, missing, face_index, detector)
+    if face_boxes is None and box is None and use_sidecar:
+      face_boxes = sidecar_path(face)
+    self.boxes, self.has_face = self._boxes(box, face_boxes, pads, smooth, missing,
+                                            face_index, detector)
     self._generate = make_inference_fn(generator.model, generator.variables, batch_size, dtype)
 
-  def _boxes(self, box, pads, smooth, missing, face_index, detector):
+  def _boxes(self, box, face_boxes, pads, smooth, missing, face_index, detector):
     first = next(self.source.iter(1))
+    used = 1 if self.static else min(self.num_frames, self.source.length)
     if box is not None:
+      self.box_source = "box"
       crop = faces.face_crop_box(box, (0, 0, 0, 0), first.shape[:2])
       return (np.tile(np.asarray(crop, np.int32), (self.num_frames, 1)),
               np.ones(self.num_frames, bool))
-    start = time.perf_counter()
-    detector = detector or faces.FaceDetector()
-    limit = 1 if self.static else self.num_frames
-    boxes, has_face = faces.detect_video_boxes(
-        self.source.iter_once(limit), detector, batch_size=self.batch_size, pads=pads,
-        face_index=face_index, smooth=smooth,
-        missing="passthrough" if missing == "passthrough" else missing, total=limit)
-    self.timings["detect"] += time.perf_counter() - start
+    if face_boxes is not None:
+      self.box_source = "face_boxes"
+      if isinstance(face_boxes, (str, os.PathLike)):
+        self.box_source = face_boxes = os.fspath(face_boxes)
+        face_boxes = read_sidecar_boxes(face_boxes)
+      if len(face_boxes) < used:
+        raise InferenceError(f"{self.box_source}: {len(face_boxes)} face boxes for the "
+                             f"{used} frames of {self.source.path or 'the face frames'}")
+      scale = 1.0 / self.source.resize_factor
+      face_boxes = [None if b is None else np.asarray(b, np.float64)[:4] * scale
+                    for b in face_boxes[:used]]
+    try:
+      if face_boxes is not None:
+        boxes, has_face = crop_boxes(face_boxes, pads, first.shape[:2], smooth, missing)
+      else:
+        self.box_source = "detector"
+        start = time.perf_counter()
+        boxes, has_face = faces.detect_video_boxes(
+            self.source.iter_once(used), detector or faces.FaceDetector(),
+            batch_size=self.batch_size, pads=pads, face_index=face_index, smooth=smooth,
+            missing=missing, total=used)
+        self.timings["detect"] += time.perf_counter() - start
+    except faces.NoFaceError as e:  # Name the file too; keep the type and frame_indices.
+      e.args = (f"{self.source.path or 'face frames'}: {e}",)
+      raise
     index = np.arange(self.num_frames) % len(boxes)
     return boxes[index], has_face[index]
 
@@ -318,7 +383,8 @@ def lipsync(face, audio_input, variables: Any, *, model: nn.Module | None = None
   `model` defaults to the original `Wav2Lip()`; `variables` are its weights; the other
   options are those of `LipsyncJob`. Returns the frames, the 16 kHz audio and the fps.
   """
-  generator = Generator(model or build_generator("wav2lip"), variables, channel_order)
+  generator = checkpoints.Generator(model or checkpoints.build_generator("wav2lip"), variables,
+                                    channel_order)
   job = LipsyncJob(face, audio_input, generator, **options)
   frames = np.stack(list(job.frames()))
   return LipsyncResult(frames, job.wav, job.fps, audio.SAMPLE_RATE, job.has_face)

@@ -6,9 +6,17 @@ r"""Lip-syncs a face video (or photo) to an audio track and writes an mp4.
 --checkpoint takes an official `wav2lip*.pth` (converted on the fly, BGR), a folder written
 by `tools/convert_torch.py`, or the generator the trainer exports (`<workdir>/export/generator`).
 Options of the original inference script keep their names; lists are comma-separated
-(`--pads=0,20,0,0`, `--box=top,bottom,left,right`). The output has the input's frame rate
-(25 for a still image unless --fps), one frame per mel window of the audio, and the
-audio muxed in. On any error: one line on stderr, exit code 1, no output file.
+(`--pads=0,20,0,0`, `--box=top,bottom,left,right`). Face boxes come from --box, else
+from --boxes_json or a `<face stem>.json` sidecar with per-frame "boxes" [x1, y1, x2, y2]
+(null = no face; what `data_pipeline` writes), else from the face detector. The output has
+the input's frame rate (25 for a still image unless --fps), one frame per mel window of
+the audio, and the audio muxed in. On any error: one line on stderr, exit code 1, no
+output file.
+
+  python tools/infer.py --checkpoint=... --export=generator_b16.stablehlo [--bf16]
+
+writes the fixed-shape generator (--batch_size frames, RGB in and out) as a serialised
+`jax.export` artifact; with --face/--audio as well it then also lip-syncs.
 """
 
 import os
@@ -16,21 +24,26 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax.numpy as jnp
 
 from lipsync_jax import audio
+from lipsync_jax import checkpoints
 from lipsync_jax import faces
 from lipsync_jax import inference
 from lipsync_jax import video
 
-_FACE = flags.DEFINE_string("face", None, "Video or image with the face.", required=True)
-_AUDIO = flags.DEFINE_string("audio", None, "Audio (wav, mp3, m4a, or a video's track).",
-                             required=True)
+_FACE = flags.DEFINE_string("face", None, "Video or image with the face.")
+_AUDIO = flags.DEFINE_string("audio", None, "Audio (wav, mp3, m4a, or a video's track).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Generator checkpoint.", required=True)
 _OUTFILE = flags.DEFINE_string("outfile", "results/result_voice.mp4", "Output mp4.")
 _PADS = flags.DEFINE_list("pads", ["0", "10", "0", "0"],
                           "Pixels added to the face box: top,bottom,left,right.")
 _BOX = flags.DEFINE_list("box", None, "Fixed face box top,bottom,left,right: no detection.")
+_BOXES_JSON = flags.DEFINE_string("boxes_json", None, "JSON file with per-frame face "
+                                  "\"boxes\": no detection (default: <face stem>.json).")
+_SIDECAR = flags.DEFINE_boolean("sidecar", True, "Use a <face stem>.json sidecar's boxes "
+                                "when there is one; --nosidecar always detects.")
 _RESIZE_FACTOR = flags.DEFINE_integer("resize_factor", 1, "Downscale the input by this factor.")
 _NOSMOOTH = flags.DEFINE_boolean("nosmooth", False, "Do not smooth boxes over 5 frames.")
 _STATIC = flags.DEFINE_boolean("static", False, "Use only the first frame of the video.")
@@ -44,6 +57,8 @@ _MISSING = flags.DEFINE_enum("missing", "error", ["error", "interpolate", "passt
 _FACE_INDEX = flags.DEFINE_integer("face_index", None, "Which face (from the left) when "
                                    "several are found; default the largest.")
 _BF16 = flags.DEFINE_boolean("bf16", False, "bfloat16 compute.")
+_EXPORT = flags.DEFINE_string("export", None, "Also write the fixed-shape generator as a "
+                              "serialised jax.export (StableHLO) artifact to this path.")
 
 
 def _ints(values, name, count):
@@ -57,6 +72,22 @@ def _ints(values, name, count):
   return numbers
 
 
+def _export(generator, path, dtype):
+  _check_outfile(path)
+  data = inference.export_inference_fn(generator.model, generator.variables,
+                                       _BATCH_SIZE.value, generator.channel_order, dtype)
+  temp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with open(temp, "wb") as f:
+      f.write(data)
+    os.replace(temp, path)
+  finally:
+    if os.path.exists(temp):
+      os.remove(temp)
+  print(f"wrote {path}: jax.export of the generator, batch {_BATCH_SIZE.value}, "
+        f"{generator.img_size}x{generator.img_size}, {len(data) / 2**20:.1f} MiB")
+
+
 def _check_outfile(path):
   folder = os.path.dirname(os.path.abspath(path)) or "."
   if not os.path.isdir(folder):
@@ -68,19 +99,30 @@ def _check_outfile(path):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _EXPORT.value and not (_FACE.value and _AUDIO.value):
+    raise app.UsageError("--face and --audio are required (unless --export)")
+  if bool(_FACE.value) != bool(_AUDIO.value):
+    raise app.UsageError("--face and --audio go together")
+  if not flags.FLAGS["verbosity"].present:  # Keep library INFO logs off stderr.
+    logging.set_verbosity(logging.WARNING)
+  dtype = jnp.bfloat16 if _BF16.value else None
   try:
+    generator = checkpoints.load_generator(_CHECKPOINT.value)
+    if _EXPORT.value:
+      _export(generator, _EXPORT.value, dtype)
+      if not _FACE.value:
+        return
     _check_outfile(_OUTFILE.value)
     box = None
     if _BOX.value:
       top, bottom, left, right = _ints(_BOX.value, "box", 4)
       box = (left, top, right, bottom)
-    generator = inference.load_generator(_CHECKPOINT.value)
     job = inference.LipsyncJob(
         _FACE.value, _AUDIO.value, generator, fps=_FPS.value, batch_size=_BATCH_SIZE.value,
-        pads=_ints(_PADS.value, "pads", 4), box=box, smooth=not _NOSMOOTH.value,
-        static=_STATIC.value, resize_factor=_RESIZE_FACTOR.value, blend=_BLEND.value,
-        missing=_MISSING.value, face_index=_FACE_INDEX.value,
-        dtype=jnp.bfloat16 if _BF16.value else None)
+        pads=_ints(_PADS.value, "pads", 4), box=box, face_boxes=_BOXES_JSON.value,
+        use_sidecar=_SIDECAR.value, smooth=not _NOSMOOTH.value, static=_STATIC.value,
+        resize_factor=_RESIZE_FACTOR.value, blend=_BLEND.value, missing=_MISSING.value,
+        face_index=_FACE_INDEX.value, dtype=dtype)
     video.write_video(_OUTFILE.value, job.frames(), job.fps, audio=job.wav,
                       sample_rate=audio.SAMPLE_RATE)
   except (ValueError, faces.FaceDetectorError, OSError) as e:  # All input errors.
@@ -88,7 +130,8 @@ def main(argv):
     sys.exit(1)
   faceless = int((~job.has_face).sum())
   note = f", {faceless} frame(s) without a face passed through" if faceless else ""
-  print(f"wrote {_OUTFILE.value}: {job.num_frames} frames at {job.fps:g} fps{note}")
+  print(f"wrote {_OUTFILE.value}: {job.num_frames} frames at {job.fps:g} fps, boxes from "
+        f"{job.box_source}{note}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""Small networks and synthetic clips shared by the inference and evaluation tests.
+
+Random weights are drawn with numpy over `jax.eval_shape` of `init`: jitting `init`
+of a generator takes about a minute on these CPUs, numpy a fraction of a second.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lipsync_jax import convert
+from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
+from lipsync_jax.models.syncnet import SyncNet
+
+# A 3.1 M-parameter AttnWav2Lip (96x96, three stages, no FFC): compiles in seconds.
+TINY_GENERATOR = {"widths": [8, 16, 32], "encoder_blocks": 1, "decoder_blocks": 1,
+                  "use_ffc": False}
+
+
+def random_variables(model, *inputs, seed=0):
+  """Variables of `model.init(key, *inputs)` drawn with numpy.
+
+  Kernels ~ N(0, 1/fan_in) (fan_in = all but the last axis), BatchNorm scale and variance
+  1, biases and means 0.
+  """
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), *inputs)
+
+  def draw(path, leaf):
+    name = str(path[-1].key)
+    if name == "kernel":
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      return jnp.asarray(rng.standard_normal(leaf.shape, np.float32) / np.sqrt(fan_in))
+    fill = 1.0 if name in ("scale", "var") else 0.0
+    return jnp.full(leaf.shape, fill, leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def tiny_generator(seed=0):
+  """(AttnWav2Lip module, variables) of `TINY_GENERATOR`."""
+  model = AttnWav2Lip(**TINY_GENERATOR)
+  inputs = (jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, 96, 96, 6)))
+  return model, random_variables(model, *inputs, seed=seed)
+
+
+def save_tiny_generator(path, seed=0, channel_order="rgb"):
+  """Writes the tiny generator as `save_converted` does; returns (model, variables)."""
+  model, variables = tiny_generator(seed)
+  convert.save_converted(path, variables, {"model": "attn_wav2lip",
+                                           "channel_order": channel_order,
+                                           "model_config": TINY_GENERATOR})
+  return model, variables
+
+
+def random_syncnet(seed=0):
+  """(SyncNet module, random variables)."""
+  model = SyncNet()
+  inputs = (jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, 48, 96, 15)))
+  return model, random_variables(model, *inputs, seed=seed)
+
+
+def save_random_syncnet(path, seed=0):
+  model, variables = random_syncnet(seed)
+  convert.save_converted(path, variables, {"model": "syncnet", "channel_order": "rgb",
+                                           "source": f"random seed {seed}"})
+  return model, variables
+
+
+def stem(path):
+  return os.path.splitext(os.fspath(path))[0]
