@@ -90,6 +90,8 @@ def _export(generator, path, dtype):
 
 def _check_outfile(path):
   folder = os.path.dirname(os.path.abspath(path)) or "."
+  if os.path.exists(folder) and not os.path.isdir(folder):
+    raise inference.InferenceError(f"{path}: {folder} is not a folder")
   if not os.path.isdir(folder):
     raise inference.InferenceError(f"{path}: output folder {folder} does not exist")
   if not os.access(folder, os.W_OK):
