@@ -15,6 +15,18 @@ import jax.numpy as jnp
 from lipsync_jax.models.layers import ConvBlock, Dtype
 
 
+def _max_over(x: jnp.ndarray, axis: int) -> jnp.ndarray:
+  """`x.max(axis, keepdims=True)` whose gradient goes to one arg-max element.
+
+  `jnp.max`'s gradient divides by the count of elements equal to the maximum; when
+  XLA recomputes x in another fusion with different rounding that count can be 0
+  and the gradient NaN (seen on CPU at optimisation level 0). Gathering the arg-max
+  element takes the value from x itself.
+  """
+  index = jnp.argmax(x, axis=axis, keepdims=True)
+  return jnp.take_along_axis(x, index, axis=axis)
+
+
 def _batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.BatchNorm:
   """BatchNorm with PyTorch's defaults (momentum 0.1, eps 1e-5), as in `layers.py`."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
@@ -40,7 +52,8 @@ class ChannelAttention(nn.Module):
     out = nn.Dense(channels, dtype=self.dtype, param_dtype=self.param_dtype, name="out")
     mlp = lambda v: out(nn.relu(hidden(v)))
     avg = jnp.mean(x, axis=(1, 2), keepdims=True)
-    peak = jnp.max(x, axis=(1, 2), keepdims=True)
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])
+    peak = _max_over(flat, axis=1)[:, :, None, :]
     return nn.sigmoid(mlp(avg) + mlp(peak))
 
 
@@ -57,7 +70,7 @@ class SpatialAttention(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     pooled = jnp.concatenate([jnp.mean(x, axis=-1, keepdims=True),
-                              jnp.max(x, axis=-1, keepdims=True)], axis=-1)
+                              _max_over(x, axis=-1)], axis=-1)
     pad = self.kernel_size // 2
     logits = nn.Conv(1, (self.kernel_size, self.kernel_size), padding=((pad, pad), (pad, pad)),
                      dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(pooled)

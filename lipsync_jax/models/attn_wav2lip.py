@@ -36,9 +36,10 @@ class AttnWav2Lip(nn.Module):
 
   Defaults and why:
   - `widths` (32, 64, 128, 256, 512), i.e. four stages 96->48->24->12->6: fewer
-    stages than Wav2Lip (which goes down to 1x1), as the paper reports; the
-    bottleneck keeps a 6x6 plane, so instance statistics (AdaIN) and the FFC's
-    spectrum exist there. The bottleneck is img_size / 2^L, so 192 or 256 need no
+    stages than Wav2Lip (which goes down to 1x1), as the digest of the paper says;
+    widths double per stage and end at 512, the audio vector's width, as in
+    Wav2Lip. The bottleneck keeps a 6x6 plane, so instance statistics (AdaIN) and
+    the FFC's spectrum exist there. It is img_size / 2^L, so 192 or 256 need no
     code change (a longer `widths` adds stages).
   - `stem_kernel` 7: Wav2Lip's first face block (7x7, stride 1) sees the same field.
   - `encoder_blocks` 2: as Wav2Lip's face encoder stages. `decoder_blocks` 1: Wav2Lip
@@ -46,7 +47,8 @@ class AttnWav2Lip(nn.Module):
     one block the model stays at Wav2Lip's cost (30.1M parameters and 7.7 GFLOPs per
     96x96 frame by XLA's count, vs 36.3M and 7.5 GFLOPs); 2 costs 31.6M / 9.0 GFLOPs.
   - `cbam_reduction` 16 and the 7x7 spatial kernel: CBAM's defaults (Woo et al.).
-  - `ffc_global_ratio` 0.5: the paper's alpha; also LaMa's 0.75 is a common choice.
+  - `ffc_global_ratio` 0.5: alpha of paper.md's design, equal local and global
+    widths (the paper's value is not known to us; LaMa uses 0.75).
   - `adain_eps` 1e-5: instance-norm convention (PyTorch, Huang & Belongie).
   - `use_cbam`, `use_semantic_alignment`, `use_ffc`: ablation switches. Off, they
     drop the `cbam` params of every residual block, every `sam_*` module, or each
