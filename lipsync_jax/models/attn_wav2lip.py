@@ -44,8 +44,9 @@ class AttnWav2Lip(nn.Module):
   - `stem_kernel` 7: Wav2Lip's first face block (7x7, stride 1) sees the same field.
   - `encoder_blocks` 2: as Wav2Lip's face encoder stages. `decoder_blocks` 1: Wav2Lip
     has two per decoder stage, but ours adds a 3x3 fuse conv and a SAM per stage; with
-    one block the model stays at Wav2Lip's cost (30.1M parameters and 7.7 GFLOPs per
-    96x96 frame by XLA's count, vs 36.3M and 7.5 GFLOPs); 2 costs 31.6M / 9.0 GFLOPs.
+    one block the model stays at Wav2Lip's cost (30.1M parameters and 7.8 GFLOPs per
+    96x96 frame by XLA's count, vs 36.3M and 7.5 GFLOPs); 2 gives 31.6M and about
+    1.3 GFLOPs more.
   - `cbam_reduction` 16 and the 7x7 spatial kernel: CBAM's defaults (Woo et al.).
   - `ffc_global_ratio` 0.5: alpha of paper.md's design, equal local and global
     widths (the paper's value is not known to us; LaMa uses 0.75).
