@@ -1,0 +1,91 @@
+r"""The CPU demo: SyncNet and a narrow AttnWav2Lip on synthetic talking heads.
+
+`tools/demo.py` makes the synthetic clips, preprocesses them to record shards and
+fills in the data paths and the expert; by hand (after the shards exist):
+
+  python tools/train_syncnet.py --config=configs/demo_cpu.py:syncnet \
+      --config.data.train_path=DIR/records/train \
+      --config.data.eval_path=DIR/records/eval --workdir=DIR/syncnet
+  python tools/train.py --config=configs/demo_cpu.py:generator \
+      --config.data.train_path=DIR/records/train \
+      --config.data.eval_path=DIR/records/eval \
+      --config.expert.checkpoint=DIR/syncnet --workdir=DIR/generator
+
+The argument after ":" picks the part ("syncnet" or "generator"; default
+generator). Sizes are cut so both fit a few minutes on 2 CPU cores: batch 8 /
+4, a few hundred steps, AttnWav2Lip widths (16, 32, 64, 128) with one block per
+stage. LPIPS runs on a RANDOM VGG16 backbone (`lpips.backbone="random"`, logged
+as such): no converted weights are needed, and the term is a feature-matching
+loss, not a perceptual one. Expected (synthetic data): SyncNet eval accuracy
+well above chance; the generator's mouth L1 below the copy-the-reference
+baseline.
+"""
+
+import ml_collections
+
+
+def _common(config: ml_collections.ConfigDict) -> None:
+  config.seed = 0
+  config.img_size = 96
+  config.dtype = "float32"
+  config.data = ml_collections.ConfigDict()
+  config.data.train_path = ""
+  config.data.eval_path = ""
+  config.data.channel_order = "rgb"
+  config.data.worker_count = 0  # 2 cores: in-process loading is fastest
+  config.log_every_steps = 20
+  config.on_nonfinite = "stop"
+  config.keep_checkpoints = 1
+  config.mesh = ml_collections.ConfigDict({"model_axis_size": 1})
+  config.distributed = ml_collections.ConfigDict(
+      {"num_processes": 1, "coordinator_address": "", "process_id": 0})
+
+
+def _syncnet() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  _common(config)
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_eval_batches = 8
+  config.num_train_steps = 300
+  config.eval_every_steps = 100
+  config.checkpoint_every_steps = 100
+  config.init_checkpoint = ""
+  config.optimizer = ml_collections.ConfigDict({"learning_rate": 3e-4, "b1": 0.9, "b2": 0.999})
+  return config
+
+
+def _generator() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  _common(config)
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.num_eval_batches = 4
+  config.num_train_steps = 300
+  config.eval_every_steps = 100
+  config.checkpoint_every_steps = 100
+  config.image_every_steps = 100
+  config.data.mel_offset_frames = 0
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "attn_wav2lip"
+  config.model.kwargs = ml_collections.ConfigDict({
+      "widths": (16, 32, 64, 128), "encoder_blocks": 1, "decoder_blocks": 1,
+      "use_cbam": True, "use_semantic_alignment": True, "use_ffc": True,
+      "cbam_reduction": 4})
+  config.loss = ml_collections.ConfigDict({
+      "sync_weight": 0.03, "sync_threshold": 0.75, "lpips_weight": 0.07,
+      "adversarial_weight": 0.0})
+  config.expert = ml_collections.ConfigDict({"checkpoint": ""})
+  config.lpips = ml_collections.ConfigDict({"backbone": "random", "checkpoint": ""})
+  config.init_checkpoint = ""
+  adam = {"learning_rate": 3e-4, "b1": 0.5, "b2": 0.999}
+  config.optimizer = ml_collections.ConfigDict(adam)
+  config.disc_optimizer = ml_collections.ConfigDict(adam)
+  return config
+
+
+def get_config(part: str = "generator") -> ml_collections.ConfigDict:
+  parts = {"syncnet": _syncnet, "generator": _generator}
+  if part not in parts:
+    raise ValueError(f"demo_cpu.py: part must be one of {sorted(parts)}, got {part!r}")
+  return parts[part]()

@@ -1,0 +1,117 @@
+"""Sharded steps on 8 fake CPU devices equal the single-device steps.
+
+The comparison runs in a subprocess (this file as a script) so that only it sees
+8 CPU devices (`--xla_force_host_platform_device_count=8`); the test session
+keeps its own device count.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+TOLERANCE = 1e-5
+
+
+def _tiny_generator():
+  from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
+  return AttnWav2Lip(widths=(8, 8, 16), encoder_blocks=1, decoder_blocks=1, cbam_reduction=4)
+
+
+def _max_difference(a, b) -> float:
+  """max |a - b| / (1 + |b|) over all leaves: absolute below 1, relative above.
+
+  (Generated frames near 1.0 differ by ~1.5e-5 after BatchNorm in train mode,
+  whose batch variance E[x^2] - E[x]^2 is reduced in a different order.)
+  """
+  import jax
+  def leaf(x, y):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.max(np.abs(x - y) / (1.0 + np.abs(y)), initial=0.0))
+  return max(jax.tree.leaves(jax.tree.map(leaf, a, b)))
+
+
+def _run_check() -> None:
+  """Runs each step on a 1-device and an 8-device mesh; prints the max differences."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from lipsync_jax.models.syncnet import SyncNet
+  from lipsync_jax.models.wav2lip import QualityDiscriminator
+  from lipsync_jax.train import sharding, state as state_lib, steps
+
+  assert jax.device_count() == 8, jax.devices()
+  rng = np.random.default_rng(0)
+  b, t, s = 8, 5, 96
+  # SGD at the recipes' learning rate 1e-4. Gradients of these deep BatchNorm
+  # networks differ between reduction orders by up to ~2% in some conv kernels
+  # (measured; BN backward cancels), and Adam would turn float noise in gradients
+  # that are 0 in real arithmetic (conv biases before BN) into +-lr steps.
+  # Forward results (losses, batch statistics, generated frames) are compared
+  # at full scale.
+  tx = optax.sgd(1e-4)
+  mel = rng.normal(size=(b, 80, 16, 1)).astype(np.float32)
+  syncnet_batch = {"mel": mel, "faces": rng.random((b, s // 2, s, 15), np.float32),
+                   "label": (np.arange(b) % 2).astype(np.float32)}
+  generator_batch = {"inputs": rng.random((b, t, s, s, 6), np.float32),
+                     "mel_chunks": rng.normal(size=(b, t, 80, 16, 1)).astype(np.float32),
+                     "sync_mel": mel, "target": rng.random((b, t, s, s, 3), np.float32)}
+  syncnet, generator, discriminator = SyncNet(), _tiny_generator(), QualityDiscriminator()
+  key = jax.random.key(0)
+  syncnet_state = state_lib.SyncNetTrainState(
+      step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(1),
+      syncnet=state_lib.init_model_state(syncnet, tx, key, (mel[:1], syncnet_batch["faces"][:1])))
+  expert = {"expert": syncnet.init(jax.random.key(1), mel[:1], syncnet_batch["faces"][:1])}
+  gen_state = state_lib.GeneratorTrainState(
+      step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(2),
+      generator=state_lib.init_model_state(
+          generator, tx, jax.random.key(2),
+          (generator_batch["mel_chunks"][:1, 0], generator_batch["inputs"][:1, 0])),
+      discriminator=state_lib.init_model_state(
+          discriminator, tx, jax.random.key(3), (generator_batch["target"][:1, 0],)),
+      sync_weight=jnp.asarray(0.03, jnp.float32))
+  syncnet_state, gen_state, expert = jax.device_get((syncnet_state, gen_state, expert))
+  # Half of the discriminator batch: 8 samples of one frame each (cheaper than 5).
+  generated = rng.random((b, 1, s, s, 3), np.float32)
+
+  results = {}
+  for name, mesh in (("single", sharding.make_mesh(devices=jax.devices()[:1])),
+                     ("sharded", sharding.make_mesh())):
+    put = lambda tree: jax.device_put(tree, sharding.replicated(mesh))
+    batch = lambda tree: sharding.make_global_batch(mesh, tree)
+    sync_step = sharding.jit_train_step(steps.make_syncnet_train_step(syncnet, tx), mesh,
+                                        syncnet_state)
+    gen_step = sharding.jit_train_step(
+        steps.make_generator_train_step(generator, tx, syncnet, None, None, 0.0, 0.0),
+        mesh, gen_state, num_replicated_args=1, num_outputs=3, batch_outputs=(2,))
+    disc_step = sharding.jit_train_step(
+        steps.make_discriminator_train_step(discriminator, tx), mesh, gen_state,
+        num_batch_args=2)
+    out_sync = sync_step(put(syncnet_state), batch(syncnet_batch))
+    out_gen = gen_step(put(gen_state), put(expert), batch(generator_batch))
+    target = batch({"t": generator_batch["target"][:, :1]})["t"]
+    out_disc = disc_step(put(gen_state), batch({"g": generated})["g"], target)
+    if name == "sharded":
+      assert len(out_gen[2].sharding.device_set) == 8
+      assert len(batch(syncnet_batch)["mel"].addressable_shards) == 8
+    results[name] = jax.device_get((out_sync, out_gen, out_disc))
+
+  for i, step_name in enumerate(("syncnet", "generator", "discriminator")):
+    print(f"{step_name} {_max_difference(results['single'][i], results['sharded'][i]):.3e}")
+
+
+def test_sharded_steps_equal_single_device_steps():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  differences = dict(line.split() for line in result.stdout.strip().splitlines())
+  assert set(differences) == {"syncnet", "generator", "discriminator"}, result.stdout
+  for step_name, difference in differences.items():
+    assert float(difference) <= TOLERANCE, (step_name, difference)
+
+
+if __name__ == "__main__":
+  _run_check()

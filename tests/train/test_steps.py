@@ -1,0 +1,93 @@
+"""Step functions: frame stacking, the sync schedule, non-finite handling, loss weights."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+import torch
+
+from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
+from lipsync_jax.models.syncnet import SyncNet
+from lipsync_jax.train import state as state_lib, steps, trainer
+
+
+def test_lower_half_stack_matches_wav2lip_channel_order():
+  frames = np.random.default_rng(0).random((2, 5, 8, 6, 3), np.float32)
+  # Wav2Lip: g (B, 3, T, H, W) -> lower half -> torch.cat([g[:, :, t] for t], dim=1).
+  g = torch.from_numpy(frames).permute(0, 4, 1, 2, 3)[:, :, :, 4:]
+  expected = torch.cat([g[:, :, t] for t in range(5)], dim=1).permute(0, 2, 3, 1).numpy()
+  np.testing.assert_array_equal(steps.lower_half_stack(frames), expected)
+
+
+def _schedule_state(weight: float) -> state_lib.GeneratorTrainState:
+  return state_lib.GeneratorTrainState(step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(0),
+                                       generator=None, discriminator=None,
+                                       sync_weight=jnp.asarray(weight, jnp.float32))
+
+
+def test_sync_weight_switches_on_below_threshold_and_stays_on():
+  config = ml_collections.ConfigDict({"sync_weight": 0.03, "sync_threshold": 0.75})
+  assert float(state_lib.update_sync_weight(_schedule_state(0.0), 0.8, config).sync_weight) == 0
+  on = state_lib.update_sync_weight(_schedule_state(0.0), 0.7, config)
+  np.testing.assert_allclose(on.sync_weight, 0.03)
+  np.testing.assert_allclose(state_lib.update_sync_weight(on, 5.0, config).sync_weight, 0.03)
+
+
+def test_collect_stops_naming_the_step_and_the_loss():
+  finite = {"loss": jnp.float32(1.0), "l1": jnp.float32(0.5)}
+  bad = {"loss": jnp.float32(np.nan), "l1": jnp.float32(0.5)}
+  with pytest.raises(trainer.NonFiniteLossError, match=r"step 8: loss=nan"):
+    trainer._collect([(7, finite), (8, bad)], "stop")  # pylint: disable=protected-access
+  # "skip" averages the finite steps only.
+  averaged = trainer._collect([(7, finite), (8, bad)], "skip")  # pylint: disable=protected-access
+  assert averaged == {"loss": 1.0, "l1": 0.5}
+
+
+@pytest.fixture(scope="module")
+def generator_setup():
+  rng = np.random.default_rng(0)
+  b, t, s = 1, 5, 96
+  batch = {"inputs": rng.random((b, t, s, s, 6), np.float32),
+           "mel_chunks": rng.normal(size=(b, t, 80, 16, 1)).astype(np.float32),
+           "sync_mel": rng.normal(size=(b, 80, 16, 1)).astype(np.float32),
+           "target": rng.random((b, t, s, s, 3), np.float32)}
+  generator = AttnWav2Lip(widths=(8, 8, 16), encoder_blocks=1, decoder_blocks=1,
+                          cbam_reduction=4)
+  expert = SyncNet()
+  frozen = {"expert": expert.init(jax.random.key(1), batch["sync_mel"],
+                                  steps.lower_half_stack(batch["target"]))}
+  tx = optax.adam(1e-3)
+  state = state_lib.GeneratorTrainState(
+      step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(0),
+      generator=state_lib.init_model_state(
+          generator, tx, jax.random.key(2), (batch["mel_chunks"][:, 0], batch["inputs"][:, 0])),
+      discriminator=None, sync_weight=jnp.asarray(0.03, jnp.float32))
+  step = jax.jit(steps.make_generator_train_step(generator, tx, expert, None, None, 0.0, 0.0))
+  return step, state, frozen, batch
+
+
+def test_generator_step_combines_losses_and_updates(generator_setup):
+  step, state, frozen, batch = generator_setup
+  new_state, metrics, generated = step(state, frozen, batch)
+  np.testing.assert_allclose(metrics["loss"], 0.97 * metrics["l1"] + 0.03 * metrics["sync"],
+                             rtol=1e-6)
+  np.testing.assert_allclose(metrics["l1"], np.mean(np.abs(generated - batch["target"])),
+                             rtol=1e-5)
+  assert generated.shape == batch["target"].shape and metrics["skipped"] == 0
+  assert 0.0 <= metrics["sync_accuracy"] <= 1.0
+  assert int(new_state.step) == 1
+  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), state.generator.params,
+                         new_state.generator.params)
+  assert np.mean(jax.tree.leaves(changed)) > 0.9  # (some grads may be exactly 0)
+
+
+def test_generator_step_skips_a_non_finite_update(generator_setup):
+  step, state, frozen, batch = generator_setup
+  poisoned = dict(batch, target=np.full_like(batch["target"], np.nan))
+  new_state, metrics, _ = step(state, frozen, poisoned)
+  assert np.isnan(metrics["l1"]) and metrics["skipped"] == 1
+  assert int(new_state.step) == 1
+  jax.tree.map(np.testing.assert_array_equal, (state.generator, state.sync_weight),
+               (new_state.generator, new_state.sync_weight))

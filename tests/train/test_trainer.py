@@ -1,0 +1,133 @@
+"""End-to-end training on tiny configs: the loss falls; a SIGKILLed run resumes bit-exactly."""
+
+import importlib.util
+import logging
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from data_pipeline import records, synthetic
+from lipsync_jax import audio, faces
+from lipsync_jax.train import trainer
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _write_shard(directory: pathlib.Path, seeds) -> None:
+  directory.mkdir(parents=True)
+  with records.ShardWriter(directory / "clips") as writer:
+    for seed in seeds:
+      clip = synthetic.make_clip(seed, seconds=1.2, frame_size=64)
+      writer.write(records.encode_record({
+          "clip_id": f"clip{seed}", "fps": clip.fps,
+          "frames": records.encode_jpeg(faces.crop_faces(clip.frames, clip.boxes, 96)),
+          "mel": audio.melspectrogram(clip.wav), "boxes": np.asarray(clip.boxes, np.int32),
+          "crop_size": 96}))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  root = tmp_path_factory.mktemp("records")
+  _write_shard(root / "train", [1, 2, 3])
+  _write_shard(root / "eval", [4])
+  return root
+
+
+def _overrides(dataset: pathlib.Path, **fields) -> list[str]:
+  settings = {"data.train_path": dataset / "train", "data.eval_path": dataset / "eval",
+              "batch_size": 1, "eval_batch_size": 1, "num_eval_batches": 1,
+              "model.kwargs.widths": "(8,8,16)", "loss.lpips_weight": 0.0,
+              "expert.checkpoint": "random", "log_every_steps": 1, **fields}
+  return [f"--config.{k}={v}" for k, v in settings.items()]
+
+
+def _params(workdir: pathlib.Path):
+  manager = ocp.CheckpointManager((workdir / "checkpoints").absolute(),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step()
+  state = ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(step) /
+                                              "state").absolute())
+  return step, state["generator"]["params"], state["sync_weight"]
+
+
+def _command(dataset, workdir, **fields):
+  return [sys.executable, str(REPO / "tools" / "train.py"),
+          f"--config={REPO / 'configs' / 'demo_cpu.py'}:generator", f"--workdir={workdir}",
+          *_overrides(dataset, **fields)]
+
+
+def test_generator_resumes_bit_exactly_after_sigkill(dataset, tmp_path):
+  # One shared persistent compilation cache: the three runs compile once.
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  fields = {"checkpoint_every_steps": 3, "eval_every_steps": 1000}
+  straight = tmp_path / "straight"
+  subprocess.run(_command(dataset, straight, num_train_steps=6, **fields), env=env,
+                 check=True, capture_output=True, timeout=600)
+
+  killed = tmp_path / "killed"
+  # Would train far past 6 steps; SIGKILLed as soon as checkpoint 3 is committed.
+  process = subprocess.Popen(_command(dataset, killed, num_train_steps=1000, **fields),
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 600
+  while not (killed / "checkpoints" / "3" / "state").is_dir():
+    assert process.poll() is None and time.monotonic() < deadline, "no checkpoint 3"
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert _params(killed)[0] == 3
+
+  resumed = subprocess.run(_command(dataset, killed, num_train_steps=6, **fields), env=env,
+                           check=True, capture_output=True, text=True, timeout=600)
+  assert "Resumed from" in resumed.stderr and "at step 3" in resumed.stderr
+  step_a, params_a, _ = _params(straight)
+  step_b, params_b, _ = _params(killed)
+  assert step_a == step_b == 6
+  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+
+
+def _demo_config(part: str):
+  spec = importlib.util.spec_from_file_location("demo_cpu", REPO / "configs" / "demo_cpu.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(part)
+
+
+def test_generator_loss_falls(dataset, tmp_path, caplog):
+  config = _demo_config("generator")
+  config.data.train_path, config.data.eval_path = str(dataset / "train"), str(dataset / "eval")
+  config.batch_size = config.eval_batch_size = 1
+  config.num_eval_batches = 1
+  config.model.kwargs.widths = (8, 8, 16)
+  config.loss.lpips_weight = 0.0
+  config.expert.checkpoint = "random"
+  config.optimizer.learning_rate = 1e-3
+  config.num_train_steps, config.log_every_steps = 16, 4
+  config.eval_every_steps = config.checkpoint_every_steps = 1000
+  with caplog.at_level(logging.INFO):
+    trainer.train_generator(config, str(tmp_path))
+  train_l1 = [float(m.group(1)) for m in
+              re.finditer(r"\[train\] step \d+: .*?\bl1=([0-9.e+-]+)", caplog.text)]
+  assert len(train_l1) == 4, caplog.text
+  assert train_l1[-1] < 0.85 * train_l1[0], train_l1
+  assert re.search(r"\[eval\] step 16: .*sync_accuracy=", caplog.text)
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_lpips_without_converted_weights_names_the_conversion_command(dataset, tmp_path):
+  result = subprocess.run(
+      _command(dataset, tmp_path, **{"loss.lpips_weight": 0.07, "lpips.backbone": "vgg16"}),
+      env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert "tools/convert_torch.py --model=lpips_vgg16" in result.stderr
