@@ -8,13 +8,14 @@ compared with zero vectors, as the protocol's zero padding does). LSE-D is the s
 mean distance, LSE-C the median of the mean distances minus that minimum.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from lipsync_jax import audio
+from lipsync_jax import faces as faces_lib
 
 SYNC_WINDOW = 5  # video frames per SyncNet window
 
@@ -139,3 +140,61 @@ def clip_sync_scores(syncnet_fn: Callable[[Any, Any], tuple[Any, Any]], faces: n
   mels, halves = sync_windows(faces, mel, fps)
   audio_emb, video_emb = embed_sync_windows(syncnet_fn, mels, halves, batch_size)
   return sync_scores(offset_distances(audio_emb, video_emb, max_offset))
+
+
+def clip_image_metrics(generated: np.ndarray, reference: np.ndarray,
+                       lpips_fn: Callable[[Any, Any], Any] | None = None,
+                       batch_size: int = 32) -> dict[str, float]:
+  """Mean PSNR (dB), SSIM and (with `lpips_fn`) LPIPS over the frames of a clip.
+
+  generated, reference: (T, H, W, 3) in [0, 1], same shape. `lpips_fn(x, y) -> (B,)` takes
+  [0, 1] RGB batches (`checkpoints.load_lpips`); it sees fixed-size batches (the last one
+  padded) so a jitted one compiles once.
+  """
+  if generated.shape != reference.shape:
+    raise ValueError(f"generated {generated.shape} vs reference {reference.shape}")
+  metrics = {"psnr": [], "ssim": [], "lpips": []}
+  for start in range(0, len(generated), batch_size):
+    x = np.asarray(generated[start:start + batch_size], np.float32)
+    y = np.asarray(reference[start:start + batch_size], np.float32)
+    metrics["psnr"].append(np.asarray(psnr(x, y)))
+    metrics["ssim"].append(np.asarray(ssim(x, y)))
+    if lpips_fn is not None:
+      valid = len(x)
+      if valid < batch_size:
+        pad = ((0, batch_size - valid), (0, 0), (0, 0), (0, 0))
+        x, y = np.pad(x, pad, mode="edge"), np.pad(y, pad, mode="edge")
+      metrics["lpips"].append(np.asarray(lpips_fn(x, y))[:valid])
+  return {name: float(np.mean(np.concatenate(values)))
+          for name, values in metrics.items() if values}
+
+
+def sync_crops(frames: np.ndarray, boxes: np.ndarray, size: int,
+               channel_order: str = "rgb") -> np.ndarray:
+  """float32 (T, size, size, 3) face crops in [0, 1] in `channel_order`, for a SyncNet."""
+  crops = faces_lib.crop_faces(frames, boxes, size).astype(np.float32) / 255.0
+  return crops[..., ::-1] if channel_order == "bgr" else crops
+
+
+def summarize(clips: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, float]:
+  """Mean of each of `keys` over the clips that have it (LSE-D/LSE-C are clip averages)."""
+  summary = {}
+  for key in keys:
+    values = [clip[key] for clip in clips if clip.get(key) is not None]
+    if values:
+      summary[key] = float(np.mean(values))
+  return summary
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+  """A plain-text table: one row per dict, `columns` as the header; floats with 3 decimals."""
+  def cell(value):
+    if value is None:
+      return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+  cells = [list(columns)] + [[cell(row.get(c)) for c in columns] for row in rows]
+  widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+  lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return "\n".join(lines)

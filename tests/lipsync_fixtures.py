@@ -4,8 +4,11 @@ Random weights are drawn with numpy over `jax.eval_shape` of `init`: jitting `in
 of a generator takes about a minute on these CPUs, numpy a fraction of a second.
 """
 
+import importlib.util
 import os
+import pathlib
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,5 +72,32 @@ def save_random_syncnet(path, seed=0):
   return model, variables
 
 
-def stem(path):
-  return os.path.splitext(os.fspath(path))[0]
+class InProcessTool:
+  """A `tools/<name>.py` absl script loaded as a module, run in this process.
+
+  `run(*args)` parses `args` into the global flags and calls `main`, returning the exit
+  code (0 when main returns). `close()` removes the script's flags again, so scripts
+  that define flags of the same names can be tested in one pytest process.
+  """
+
+  def __init__(self, name):
+    path = pathlib.Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", path)
+    self.module = importlib.util.module_from_spec(spec)
+    before = set(flags.FLAGS)
+    spec.loader.exec_module(self.module)
+    self.flag_names = set(flags.FLAGS) - before
+    self.name = name
+
+  def run(self, *args):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS([f"{self.name}.py", *args])
+    try:
+      self.module.main([f"{self.name}.py"])
+    except SystemExit as e:
+      return e.code
+    return 0
+
+  def close(self):
+    for name in self.flag_names:
+      delattr(flags.FLAGS, name)

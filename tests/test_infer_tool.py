@@ -1,12 +1,10 @@
 """tools/infer.py end to end on synthetic clips: outputs, the export, and every input error."""
 
-import importlib.util
 import json
 import os
 import pathlib
 import re
 
-from absl import flags
 import jax
 import numpy as np
 from PIL import Image
@@ -18,28 +16,13 @@ from lipsync_jax import audio
 from lipsync_jax import video
 import lipsync_fixtures
 
-_TOOL = pathlib.Path(__file__).resolve().parents[1] / "tools" / "infer.py"
 
 
-def _load_tool():
-  spec = importlib.util.spec_from_file_location("infer_tool", _TOOL)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-infer = _load_tool()
-
-
-def run_tool(*args):
-  """Runs the tool's main in-process; returns its exit code (0 when it returns)."""
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["infer.py", *args])
-  try:
-    infer.main(["infer.py"])
-  except SystemExit as e:
-    return e.code
-  return 0
+@pytest.fixture(scope="module")
+def tool():
+  script = lipsync_fixtures.InProcessTool("infer")
+  yield script
+  script.close()
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +54,9 @@ def _check_output(path, speech, fps):
   return frames
 
 
-def test_video_with_sidecar_boxes(files, capsys):
+def test_video_with_sidecar_boxes(tool, files, capsys):
   out = str(files["root"] / "out.mp4")
-  assert run_tool(f"--checkpoint={files['generator']}", f"--face={files['face']}",
+  assert tool.run(f"--checkpoint={files['generator']}", f"--face={files['face']}",
                   f"--audio={files['wav']}", f"--outfile={out}", "--batch_size=8") == 0
   assert capsys.readouterr().out.strip().endswith("boxes from " + files["face"][:-4] + ".json")
   frames = _check_output(out, files["speech"], 25.0)
@@ -84,21 +67,17 @@ def test_video_with_sidecar_boxes(files, capsys):
                              source[0][:20].astype(float), atol=12)
 
 
-@pytest.mark.parametrize("fps", [None, 30.0])
-def test_still_image(files, fps):
-  out = str(files["root"] / f"still_{fps}.mp4")
-  args = [f"--checkpoint={files['generator']}", f"--face={files['root'] / 'photo.png'}",
-          f"--audio={files['wav']}", f"--outfile={out}", f"--box={files['box']}",
-          "--batch_size=8"]
-  if fps:
-    args.append(f"--fps={fps}")
-  assert run_tool(*args) == 0
-  _check_output(out, files["speech"], fps or 25.0)
+def test_still_image_without_fps_is_25(tool, files):
+  out = str(files["root"] / "still.mp4")
+  assert tool.run(f"--checkpoint={files['generator']}", f"--face={files['root'] / 'photo.png'}",
+                  f"--audio={files['wav']}", f"--outfile={out}", f"--box={files['box']}",
+                  "--batch_size=8") == 0
+  _check_output(out, files["speech"], 25.0)
 
 
-def test_export(files):
+def test_export(tool, files):
   path = str(files["root"] / "generator.stablehlo")
-  assert run_tool(f"--checkpoint={files['generator']}", f"--export={path}",
+  assert tool.run(f"--checkpoint={files['generator']}", f"--export={path}",
                   "--batch_size=2") == 0
   exported = jax.export.deserialize(bytearray(pathlib.Path(path).read_bytes()))
   assert [a.shape for a in exported.in_avals] == [(2, 80, 16, 1), (2, 96, 96, 6)]
@@ -137,14 +116,14 @@ ERRORS = ("missing face", "unreadable face", "missing audio", "unreadable audio"
 
 
 @pytest.mark.parametrize("case", ERRORS)
-def test_errors(files, tmp_path, capsys, case):
+def test_errors(tool, files, tmp_path, capsys, case):
   args, message = _errors(files, tmp_path)[case]
   defaults = {"--face": files["face"], "--audio": files["wav"],
               "--outfile": str(tmp_path / "out.mp4")}
   given = {a.split("=")[0] for a in args}
   args += [f"{k}={v}" for k, v in defaults.items() if k not in given]
   before = set(os.listdir(tmp_path))
-  assert run_tool(f"--checkpoint={files['generator']}", *args) == 1
+  assert tool.run(f"--checkpoint={files['generator']}", *args) == 1
   lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
   err = [line for line in lines if line and not line.startswith("face detection:")]
   assert len(err) == 1 and err[0].startswith("infer: ")  # one line besides the progress bar

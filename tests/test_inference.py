@@ -156,7 +156,8 @@ def test_explicit_boxes_json_scaled_by_resize_factor(tmp_path):
     _job(path, clip.wav, face_boxes=str(bad))
 
 
-def test_lipsync_still_image_in_memory():
+@pytest.mark.parametrize("fps", [None, 30.0])
+def test_lipsync_still_image_in_memory(fps):
   clip = synthetic.make_clip(seed=6, seconds=0.5)
   x1, y1, x2, y2 = clip.boxes[0]
   traces = Traces()
@@ -164,10 +165,10 @@ def test_lipsync_still_image_in_memory():
   variables = lipsync_fixtures.random_variables(model, *_inputs(1, 32))
   traces.shapes.clear()
   result = inference.lipsync(clip.frames[0], clip.wav, variables, model=model,
-                             box=(x1, y1, x2, y2), batch_size=4)
+                             box=(x1, y1, x2, y2), batch_size=4, fps=fps)
   mel_frames = audio.melspectrogram(clip.wav).shape[1]
-  assert result.fps == 25.0 and result.sample_rate == 16000
-  assert len(result.frames) == audio.num_video_frames_for_mel(mel_frames, 25.0)
+  assert result.fps == (fps or 25.0) and result.sample_rate == 16000
+  assert len(result.frames) == audio.num_video_frames_for_mel(mel_frames, fps or 25.0)
   np.testing.assert_array_equal(result.frames[:, :y1], np.broadcast_to(
       clip.frames[0, :y1], result.frames[:, :y1].shape))  # above the box: the photo
   assert len(traces.shapes) == 1
