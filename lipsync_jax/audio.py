@@ -26,6 +26,7 @@ import math
 import os
 
 import av
+import librosa
 import numpy as np
 import scipy.signal
 
@@ -96,57 +97,24 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
   return wav
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
-  """Slaney's mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above."""
-  hz = np.asarray(hz, np.float64)
-  f_sp, min_log_hz = 200.0 / 3, 1000.0
-  min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-  log_part = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
-  return np.where(hz >= min_log_hz, log_part, hz / f_sp)
+def mel_filterbank() -> np.ndarray:
+  """librosa's Slaney-style, area-normalised mel filters: float32 (80, n_fft // 2 + 1)."""
+  return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=NUM_MELS, fmin=FMIN,
+                             fmax=FMAX).astype(np.float32)
 
 
-def mel_to_hz(mel: np.ndarray) -> np.ndarray:
-  """Inverse of `hz_to_mel`."""
-  mel = np.asarray(mel, np.float64)
-  f_sp, min_log_hz = 200.0 / 3, 1000.0
-  min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-  log_part = min_log_hz * np.exp(logstep * (mel - min_log_mel))
-  return np.where(mel >= min_log_mel, log_part, f_sp * mel)
+def stft_magnitude(wav: np.ndarray) -> np.ndarray:
+  """|STFT| (periodic Hann window, centred, REFLECT padding as librosa 0.7 did).
 
-
-def mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT,
-                   num_mels: int = NUM_MELS, fmin: float = FMIN,
-                   fmax: float = FMAX) -> np.ndarray:
-  """Slaney-style triangular mel filters with area normalisation (librosa's default).
-
-  Returns:
-    float32 (num_mels, n_fft // 2 + 1) weights applied to a magnitude spectrum.
-  """
-  fft_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-  edges_hz = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), num_mels + 2))
-  lower, centre, upper = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
-  rising = (fft_hz[None] - lower) / (centre - lower)
-  falling = (upper - fft_hz[None]) / (upper - centre)
-  weights = np.maximum(0.0, np.minimum(rising, falling))
-  weights *= 2.0 / (upper - lower)
-  return weights.astype(np.float32)
-
-
-def stft_magnitude(wav: np.ndarray, n_fft: int = N_FFT,
-                   hop_length: int = HOP_LENGTH) -> np.ndarray:
-  """|STFT| with a periodic Hann window, centred frames and reflect padding.
-
-  Args:
-    wav: float (n,) signal with n > n_fft // 2.
+  librosa >= 0.10 defaults to zero padding, which changes the first and last frames;
+  the official checkpoints saw reflect padding, so it is passed explicitly.
 
   Returns:
     float32 (n_fft // 2 + 1, n // hop_length + 1) magnitudes.
   """
-  padded = np.pad(np.asarray(wav, np.float32), n_fft // 2, mode="reflect")
-  num_frames = 1 + (padded.size - n_fft) // hop_length
-  frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length][:num_frames]
-  window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
-  return np.abs(np.fft.rfft(frames * window, axis=-1)).T.astype(np.float32)
+  spectrum = librosa.stft(y=np.asarray(wav, np.float32), n_fft=N_FFT, hop_length=HOP_LENGTH,
+                          win_length=N_FFT, window="hann", center=True, pad_mode="reflect")
+  return np.abs(spectrum).astype(np.float32)
 
 
 def melspectrogram(wav: np.ndarray) -> np.ndarray:
