@@ -61,6 +61,11 @@ def _converted(path: str, expected: tuple[str, ...]) -> tuple[Any, dict[str, Any
   return variables, metadata
 
 
+def _fields(config: dict[str, Any]) -> dict[str, Any]:
+  """Module fields from JSON: lists become tuples (modules must stay hashable)."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+
+
 def load_generator(path: str) -> Generator:
   """A generator from an official `wav2lip*.pth` or a converted/exported folder."""
   from lipsync_jax import convert  # pylint: disable=g-import-not-at-top
@@ -72,7 +77,7 @@ def load_generator(path: str) -> Generator:
   if not os.path.isfile(os.path.join(path, "metadata.json")):
     raise CheckpointError(f"{path}: not a checkpoint folder (no metadata.json)")
   variables, metadata = _converted(path, GENERATORS)
-  model = build_generator(metadata["model"], **metadata.get("model_config", {}))
+  model = build_generator(metadata["model"], **_fields(metadata.get("model_config", {})))
   return Generator(model, variables, metadata.get("channel_order", "rgb"))
 
 
@@ -102,7 +107,8 @@ def load_syncnet(path: str) -> SyncExpert:
     variables, order = convert.load_torch_checkpoint(path, model="syncnet"), "bgr"
   elif os.path.isfile(os.path.join(path, "metadata.json")):
     variables, metadata = _converted(path, ("syncnet",))
-    order, config = metadata.get("channel_order", "rgb"), metadata.get("model_config", {})
+    order = metadata.get("channel_order", "rgb")
+    config = _fields(metadata.get("model_config", {}))
     if metadata.get("source"):
       name = f"{name} (from {metadata['source']})"
   else:

@@ -9,6 +9,7 @@ the detector), then per batch decode, crop, mel windows, generation, paste-back;
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -36,7 +37,7 @@ def make_inference_fn(model: nn.Module, variables: Any, batch_size: int = 16,
     model: a generator module (`Wav2Lip` or `AttnWav2Lip`).
     variables: its `{"params", "batch_stats"}`.
     batch_size: frames per compiled call; the last batch is padded, so one compile serves
-      any number of frames.
+      any number of frames (and later functions of an equal model reuse it).
     dtype: compute dtype override (e.g. `jnp.bfloat16`); weights keep their dtype.
 
   Returns:
@@ -46,11 +47,10 @@ def make_inference_fn(model: nn.Module, variables: Any, batch_size: int = 16,
   """
   if dtype is not None:
     model = model.clone(dtype=dtype)
-
-  @jax.jit
-  def generate(variables, mel_chunks, faces):  # Weights as an argument, not constants.
-    out = model.apply(variables, mel_chunks, faces, train=False)
-    return out.astype(jnp.float32)
+  try:
+    generate = _jitted_generator(model)
+  except TypeError:  # An unhashable field (e.g. a list): no sharing, one compile here.
+    generate = _jitted_generator.__wrapped__(model)
 
   def fn(mel_chunks: Array, faces: Array) -> Array:
     if len(mel_chunks) != len(faces):
@@ -66,6 +66,19 @@ def make_inference_fn(model: nn.Module, variables: Any, batch_size: int = 16,
     return np.concatenate(outputs)
 
   return fn
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_generator(model: nn.Module) -> Callable[[Any, Array, Array], Any]:
+  """One jitted apply per module configuration (modules compare by their fields), so
+  every job or notebook call with the same model and batch shape reuses one compile.
+  The weights are an argument, not constants baked into the program."""
+
+  @jax.jit
+  def generate(variables, mel_chunks, faces):
+    return model.apply(variables, mel_chunks, faces, train=False).astype(jnp.float32)
+
+  return generate
 
 
 def _pad_batch(x: Array, batch_size: int) -> Array:

@@ -18,7 +18,7 @@ from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
 from lipsync_jax.models.syncnet import SyncNet
 
 # A 3.1 M-parameter AttnWav2Lip (96x96, three stages, no FFC): compiles in seconds.
-TINY_GENERATOR = {"widths": [8, 16, 32], "encoder_blocks": 1, "decoder_blocks": 1,
+TINY_GENERATOR = {"widths": (8, 16, 32), "encoder_blocks": 1, "decoder_blocks": 1,
                   "use_ffc": False}
 
 
