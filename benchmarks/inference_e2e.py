@@ -6,8 +6,9 @@ Writes a synthetic talking-head clip (`data_pipeline.synthetic`, 25 fps, audio m
 then for Wav2Lip and AttnWav2Lip (default configs, random weights: speed does not depend
 on the values) runs exactly what tools/infer.py runs: `LipsyncJob` (audio, mel, face
 detection with BlazeFace over every frame) and `video.write_video` of its streamed frames.
-Stage seconds come from `LipsyncJob.timings` (detect, decode, generate, paste); encode
-is the time spent inside `write_video` outside those stages (H.264 + AAC encoding).
+Stage seconds come from `LipsyncJob.timings` (detect, decode, generate, paste; detect
+includes its own decoding pass over the video, decode is the second, streaming pass);
+encode is the time spent inside `write_video` outside those stages (H.264 + AAC).
 Generation is timed after a warm-up job on a 1 s clip, which compiles the generator
 (jobs with the same model share the compiled function); compile time is reported apart.
 Prints a table: seconds per stage and frames/s, per stage and end to end.
