@@ -52,17 +52,17 @@ def make_inference_fn(model: nn.Module, variables: Any, batch_size: int = 16,
   except TypeError:  # An unhashable field (e.g. a list): no sharing, one compile here.
     generate = _jitted_generator.__wrapped__(model)
 
-  def fn(mel_chunks: Array, faces: Array) -> Array:
-    if len(mel_chunks) != len(faces):
-      raise ValueError(f"{len(mel_chunks)} mel chunks vs {len(faces)} faces")
+  def fn(mel_chunks: Array, face_inputs: Array) -> Array:
+    if len(mel_chunks) != len(face_inputs):
+      raise ValueError(f"{len(mel_chunks)} mel chunks vs {len(face_inputs)} faces")
     outputs = []
-    for start in range(0, len(faces), batch_size):
-      mel, face = _pad_batch(mel_chunks[start:start + batch_size], batch_size), \
-          _pad_batch(faces[start:start + batch_size], batch_size)
-      valid = min(batch_size, len(faces) - start)
+    for start in range(0, len(face_inputs), batch_size):
+      mel = _pad_batch(mel_chunks[start:start + batch_size], batch_size)
+      face = _pad_batch(face_inputs[start:start + batch_size], batch_size)
+      valid = min(batch_size, len(face_inputs) - start)
       outputs.append(np.asarray(generate(variables, mel, face))[:valid])
     if not outputs:
-      return np.zeros((0,) + faces.shape[1:3] + (3,), np.float32)
+      return np.zeros((0,) + face_inputs.shape[1:3] + (3,), np.float32)
     return np.concatenate(outputs)
 
   return fn
@@ -297,9 +297,8 @@ class LipsyncJob:
   """
 
   def __init__(self, face, audio_input, generator: checkpoints.Generator, *,
-               fps: float | None = None,
-               batch_size: int = 16, pads=(0, 10, 0, 0), box=None, face_boxes=None,
-               use_sidecar: bool = True, smooth: bool = True,
+               fps: float | None = None, batch_size: int = 16, pads=(0, 10, 0, 0),
+               box=None, face_boxes=None, use_sidecar: bool = True, smooth: bool = True,
                static: bool = False, resize_factor: int = 1, blend: bool = True,
                missing: str = "error", face_index: int | None = None,
                detector: "faces.FaceDetector | None" = None, dtype: Any = None):
