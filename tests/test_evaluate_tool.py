@@ -257,3 +257,20 @@ def test_converted_syncnet_name_and_channel_order(tmp_path):
   expert = checkpoints.load_syncnet(str(tmp_path / "ours"))
   assert expert.name == "ours (from random seed 1)" and expert.channel_order == "rgb"
   assert expert.img_size == 96
+
+
+def test_tool_detector_boxes_and_whole_frames(tool, dataset):
+  root = dataset["root"]
+  output = root / "eval_frames.json"
+  assert tool.run(f"--generated={root / 'generated' / 'a.mp4'}",
+                  f"--syncnet={root / 'lipsync_expert.pth'}", f"--reference={root / 'truth'}",
+                  "--detect", "--region=frame", "--max_offset=2", "--batch_size=16",
+                  f"--output={output}") == 0
+  result = json.loads(output.read_text())
+  (scores,) = result["clips"]
+  assert scores["box_source"] == "detector" and -2 <= scores["av_offset"] <= 2
+  assert "lpips" not in scores and "no --lpips_weights: LPIPS not computed" in result["warnings"]
+  x = video.read_video(root / "generated" / "a.mp4")[0].astype(np.float64) / 255
+  y = video.read_video(root / "truth" / "a.mp4")[0].astype(np.float64) / 255
+  psnr = np.mean([10 * np.log10(1 / np.mean((a - b) ** 2)) for a, b in zip(x, y)])
+  assert scores["psnr"] == pytest.approx(psnr, rel=1e-4)
