@@ -3,8 +3,9 @@ r"""Lip-syncs a face video (or photo) to an audio track and writes an mp4.
   python tools/infer.py --checkpoint=checkpoints/wav2lip_gan.pth \
       --face=speaker.mp4 --audio=speech.wav --outfile=results/out.mp4
 
---checkpoint takes an official `wav2lip*.pth` (converted on the fly, BGR), a folder written
-by `tools/convert_torch.py`, or the generator the trainer exports (`<workdir>/export/generator`).
+--checkpoint takes an official `wav2lip*.pth` (converted on the fly, BGR) or a folder written
+by `lipsync_jax.convert.save_converted` (`tools/convert_torch.py`): orbax `variables/` and
+`metadata.json` {"model": "wav2lip"|"attn_wav2lip", "channel_order", "model_config"}.
 Options of the original inference script keep their names; lists are comma-separated
 (`--pads=0,20,0,0`, `--box=top,bottom,left,right`). Face boxes come from --box, else
 from --boxes_json or a `<face stem>.json` sidecar with per-frame "boxes" [x1, y1, x2, y2]
