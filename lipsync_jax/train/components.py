@@ -28,7 +28,7 @@ from data_pipeline import records, sources
 from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
 from lipsync_jax.models.syncnet import SyncNet
 from lipsync_jax.models.wav2lip import QualityDiscriminator, Wav2Lip
-from lipsync_jax.train import sharding
+from lipsync_jax.train import sharding, state as state_lib
 
 PyTree = Any
 LPIPS_CONVERT_COMMAND = ("python tools/convert_torch.py --model=lpips_vgg16 "
@@ -128,7 +128,8 @@ def init_expert(config: ml_collections.ConfigDict, variables: PyTree | None) -> 
     return variables
   mel = jnp.zeros((1, 80, 16, 1), jnp.float32)
   faces = jnp.zeros((1, config.img_size // 2, config.img_size, 15), jnp.float32)
-  return build_syncnet(config, "float32").init(jax.random.key(config.seed + 1), mel, faces)
+  return state_lib.jit_init(build_syncnet(config, "float32"))(
+      jax.random.key(config.seed + 1), mel, faces)
 
 
 def load_generator_variables(config: ml_collections.ConfigDict) -> PyTree:

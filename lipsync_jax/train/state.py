@@ -7,6 +7,7 @@ The optimizer transformation itself is not state: the step functions close
 over it (see `train/steps.py`).
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax
@@ -94,10 +95,20 @@ def init_model_state(model: nn.Module, tx: optax.GradientTransformation, rng: ja
     A float32 `ModelState` with a fresh optimizer state.
   """
   if variables is None:
-    variables = model.init(rng, *example_inputs, train=False)
+    variables = jit_init(model)(rng, *example_inputs)
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), variables["params"])
   batch_stats = jax.tree.map(jnp.asarray, dict(variables.get("batch_stats", {})))
   return ModelState(params=params, batch_stats=batch_stats, opt_state=tx.init(params))
+
+
+def jit_init(model: nn.Module):
+  """`model.init(rng, *inputs, train=False)`, jitted at XLA -O0.
+
+  Init runs once, so compile time is what counts: on CPU this is 3-4x faster
+  than eager init (one dispatch per op) or a default-optimised compile.
+  """
+  return jax.jit(functools.partial(model.init, train=False),
+                 compiler_options={"xla_backend_optimization_level": 0})
 
 
 def new_rng(seed: int) -> jnp.ndarray:

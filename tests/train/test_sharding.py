@@ -12,6 +12,9 @@ import sys
 import numpy as np
 
 TOLERANCE = 1e-5
+# Generated frames (sigmoid outputs in [0, 1]) differ by up to ~1.5e-5 (measured):
+# train-mode BatchNorm's batch variance E[x^2] - E[x]^2 is reduced in another order.
+GENERATED_TOLERANCE = 5e-5
 
 
 def _tiny_generator():
@@ -20,11 +23,7 @@ def _tiny_generator():
 
 
 def _max_difference(a, b) -> float:
-  """max |a - b| / (1 + |b|) over all leaves: absolute below 1, relative above.
-
-  (Generated frames near 1.0 differ by ~1.5e-5 after BatchNorm in train mode,
-  whose batch variance E[x^2] - E[x]^2 is reduced in a different order.)
-  """
+  """max |a - b| / (1 + |b|) over all leaves: absolute below 1, relative above."""
   import jax
   def leaf(x, y):
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -62,7 +61,8 @@ def _run_check() -> None:
   syncnet_state = state_lib.SyncNetTrainState(
       step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(1),
       syncnet=state_lib.init_model_state(syncnet, tx, key, (mel[:1], syncnet_batch["faces"][:1])))
-  expert = {"expert": syncnet.init(jax.random.key(1), mel[:1], syncnet_batch["faces"][:1])}
+  expert = {"expert": state_lib.jit_init(syncnet)(jax.random.key(1), mel[:1],
+                                            syncnet_batch["faces"][:1])}
   gen_state = state_lib.GeneratorTrainState(
       step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(2),
       generator=state_lib.init_model_state(
@@ -98,20 +98,25 @@ def _run_check() -> None:
     results[name] = jax.device_get((out_sync, out_gen, out_disc))
 
   for i, step_name in enumerate(("syncnet", "generator", "discriminator")):
-    print(f"{step_name} {_max_difference(results['single'][i], results['sharded'][i]):.3e}")
+    for j, output_name in enumerate(("state", "metrics", "generated")[:len(results["single"][i])]):
+      difference = _max_difference(results["single"][i][j], results["sharded"][i][j])
+      print(f"{step_name}/{output_name} {difference:.3e}")
 
 
 def test_sharded_steps_equal_single_device_steps():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
+  # -O0: a third less CPU time here (compilation dominates); same numbers.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8"
+             " --xla_backend_optimization_level=0")
   result = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
                           timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   differences = dict(line.split() for line in result.stdout.strip().splitlines())
-  assert set(differences) == {"syncnet", "generator", "discriminator"}, result.stdout
-  for step_name, difference in differences.items():
-    assert float(difference) <= TOLERANCE, (step_name, difference)
-
+  assert set(differences) == {"syncnet/state", "syncnet/metrics", "generator/state",
+                              "generator/metrics", "generator/generated",
+                              "discriminator/state", "discriminator/metrics"}, result.stdout
+  for name, difference in differences.items():
+    tolerance = GENERATED_TOLERANCE if name == "generator/generated" else TOLERANCE
+    assert float(difference) <= tolerance, (name, difference)
 
 if __name__ == "__main__":
   _run_check()

@@ -66,8 +66,8 @@ def _command(dataset, workdir, **fields):
 
 
 def test_generator_resumes_bit_exactly_after_sigkill(dataset, tmp_path):
-  # One shared persistent compilation cache: the three runs compile once.
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
+  # One shared persistent compilation cache: the three runs compile once (at -O0).
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0",
              JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
