@@ -64,12 +64,20 @@ def build_discriminator(config: ml_collections.ConfigDict) -> QualityDiscriminat
   return QualityDiscriminator(img_size=config.img_size, dtype=_dtype(config))
 
 
-def _restore_variables(path: pathlib.Path, model_key: str, best_metric: str) -> PyTree | None:
+def _restore_variables(path: pathlib.Path, model_key: str, best_metric: str,
+                       channel_order: str | None) -> PyTree | None:
   """Variables from a workdir of ours (best checkpoint by `best_metric`, else the
-  latest), one of its step dirs, or a `tools/convert_torch.py` output dir."""
+  latest), one of its step dirs, or a `tools/convert_torch.py` output dir (whose
+  recorded channel order must equal `channel_order` when that is given)."""
   if (path / "metadata.json").exists() and (path / "variables").exists():
     from lipsync_jax import convert  # pylint: disable=g-import-not-at-top
-    return convert.restore_converted(path)[0]
+    variables, metadata = convert.restore_converted(path)
+    recorded = metadata.get("channel_order")
+    if channel_order and recorded and recorded != channel_order:
+      raise ConfigError(f"{path}: converted for {recorded.upper()} frames but "
+                        f"config.data.channel_order is {channel_order!r}; set "
+                        f"--config.data.channel_order={recorded}")
+    return variables
   if (path / "checkpoints").is_dir():
     path = path / "checkpoints"
   if not (path / "state").is_dir():
@@ -87,7 +95,8 @@ def _restore_variables(path: pathlib.Path, model_key: str, best_metric: str) -> 
   return {k: model_state[k] for k in ("params", "batch_stats") if model_state.get(k)}
 
 
-def load_variables(path: str, model: str, model_key: str, best_metric: str = "loss") -> PyTree:
+def load_variables(path: str, model: str, model_key: str, best_metric: str = "loss",
+                   channel_order: str | None = None) -> PyTree:
   """Variables of `model` from a PyTorch `.pth`/`.pt` file or an orbax directory.
 
   Args:
@@ -97,20 +106,23 @@ def load_variables(path: str, model: str, model_key: str, best_metric: str = "lo
     model: the converter's model name ("syncnet", "wav2lip", ...).
     model_key: the field of our train state holding it ("syncnet", "generator").
     best_metric: the eval metric (lower is better) saved with the checkpoints.
+    channel_order: the data's ("rgb"/"bgr"), checked against converted dirs.
+      (Official Wav2Lip / SyncNet `.pth` files expect BGR.)
   """
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: checkpoint not found")
   if path.endswith((".pth", ".pt", ".tar")):
     from lipsync_jax import convert  # pylint: disable=g-import-not-at-top
     return convert.load_torch_checkpoint(path, model=model)
-  variables = _restore_variables(pathlib.Path(path), model_key, best_metric)
+  variables = _restore_variables(pathlib.Path(path), model_key, best_metric, channel_order)
   if variables is None:
     raise ConfigError(f"{path}: no {model_key} variables found (expected a .pth file, a "
                       "tools/convert_torch.py output or a training workdir)")
   return variables
 
 
-def load_syncnet_variables(path: str, role: str = "init") -> PyTree | None:
+def load_syncnet_variables(path: str, role: str = "init",
+                           channel_order: str | None = None) -> PyTree | None:
   """SyncNet variables from `path`; "random" gives None (random init) with a warning."""
   if path == "random":
     logging.warning("SyncNet %s weights are RANDOM (config says 'random'): sync losses "
@@ -119,7 +131,7 @@ def load_syncnet_variables(path: str, role: str = "init") -> PyTree | None:
   if not path:
     raise ConfigError(f"no SyncNet checkpoint for the {role}: set it to our SyncNet "
                       "workdir, a converted lipsync_expert.pth, or 'random'")
-  return load_variables(path, "syncnet", "syncnet")
+  return load_variables(path, "syncnet", "syncnet", channel_order=channel_order)
 
 
 def init_expert(config: ml_collections.ConfigDict, variables: PyTree | None) -> PyTree:
@@ -133,7 +145,8 @@ def init_expert(config: ml_collections.ConfigDict, variables: PyTree | None) -> 
 
 
 def load_generator_variables(config: ml_collections.ConfigDict) -> PyTree:
-  return load_variables(config.init_checkpoint, "wav2lip", "generator", "l1_plus_sync")
+  return load_variables(config.init_checkpoint, "wav2lip", "generator", "l1_plus_sync",
+                        config.data.channel_order)
 
 
 def load_lpips(config: ml_collections.ConfigDict) -> tuple[Callable, PyTree]:

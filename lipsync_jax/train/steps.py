@@ -66,9 +66,12 @@ def _apply_train(model: nn.Module, model_state: ModelState, params: PyTree,
   return model.apply(variables, *inputs, train=True, rngs={"dropout": rng}), {}
 
 
-def make_syncnet_train_step(syncnet: nn.Module, tx: optax.GradientTransformation
-                            ) -> Callable[[SyncNetTrainState, Batch], tuple[SyncNetTrainState, Metrics]]:
-  """SyncNet update: BCE of the embeddings' cosine against the in-sync label."""
+def make_syncnet_train_step(syncnet: nn.Module, tx: optax.GradientTransformation):
+  """SyncNet update: BCE of the embeddings' cosine against the in-sync label.
+
+  Returns `step(state, batch) -> (state, metrics)`; metrics: loss, accuracy,
+  skipped (1.0 when a non-finite loss left the state unchanged).
+  """
 
   def step(state: SyncNetTrainState, batch: Batch):
     def loss_fn(params):

@@ -46,8 +46,11 @@ class Checkpointer:
         _preservation.LatestN(n=keep),
         _preservation.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=1,
                             keep_checkpoints_without_metrics=False)])
+    # best_fn also makes the manager write the metrics next to each checkpoint,
+    # so a later reader (`components.load_variables`) finds the best one.
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
-                                           enable_async_checkpointing=True)
+                                           enable_async_checkpointing=True,
+                                           best_fn=lambda m: m[best_metric], best_mode="min")
     self._manager = ocp.CheckpointManager(directory.absolute(), options=options)
 
   def restore_latest(self, state: PyTree, iterator: grain.DatasetIterator) -> PyTree:
@@ -101,15 +104,14 @@ def _collect(step_metrics: list[tuple[int, dict[str, jax.Array]]], on_nonfinite:
   return {k: float(v) for k, v in merged.compute().items()}
 
 
-def _evaluate(eval_step, state, args, eval_iterator, mesh, num_batches: int) -> tuple[dict[str, float], Any]:
-  """Averages eval metrics over `num_batches`; returns them and the last output."""
-  per_batch, last = [], None
+def _evaluate(eval_step, state, args, eval_iterator, mesh, num_batches: int
+              ) -> dict[str, float]:
+  """Eval metrics averaged over `num_batches` batches of `eval_iterator`."""
+  per_batch = []
   for _ in range(num_batches):
-    batch = sharding.make_global_batch(mesh, next(eval_iterator))
-    out = eval_step(state, *args, batch)
-    metrics, last = (out if isinstance(out, tuple) else (out, None))
-    per_batch.append((int(state.step), metrics))
-  return _collect(per_batch, "skip"), last
+    out = eval_step(state, *args, sharding.make_global_batch(mesh, next(eval_iterator)))
+    per_batch.append((int(state.step), out[0] if isinstance(out, tuple) else out))
+  return _collect(per_batch, "skip")
 
 
 def _train_loop(config, workdir, state, train_step, eval_fn, data, checkpoint_metric,
@@ -167,7 +169,8 @@ def train_syncnet(config: ml_collections.ConfigDict, workdir: str
   data = components.Data(config, kind="syncnet")
   syncnet = components.build_syncnet(config)
   tx = state_lib.make_optimizer(config.optimizer)
-  init_variables = (components.load_syncnet_variables(config.init_checkpoint)
+  init_variables = (components.load_syncnet_variables(config.init_checkpoint, "init",
+                                                      config.data.channel_order)
                     if config.get("init_checkpoint") else None)
   example = data.example_batch()
   state = state_lib.SyncNetTrainState(
@@ -183,9 +186,8 @@ def train_syncnet(config: ml_collections.ConfigDict, workdir: str
     return state, metrics, None
 
   def eval_fn(state):
-    metrics, _ = _evaluate(evaluate, state, (), data.eval_iterator(), data.mesh,
-                           config.num_eval_batches)
-    return metrics
+    return _evaluate(evaluate, state, (), data.eval_iterator(), data.mesh,
+                     config.num_eval_batches)
 
   return _train_loop(config, workdir, state, train_step, eval_fn, data, "loss")
 
@@ -196,7 +198,7 @@ def train_generator(config: ml_collections.ConfigDict, workdir: str
   sharding.initialize_distributed(config.distributed)
   loss_config = config.loss
   frozen = {"expert": components.init_expert(config, components.load_syncnet_variables(
-      config.expert.checkpoint, role="expert"))}
+      config.expert.checkpoint, "expert", config.data.channel_order))}
   lpips_fn = None
   if loss_config.lpips_weight:
     lpips_fn, frozen["lpips"] = components.load_lpips(config)
@@ -246,8 +248,8 @@ def train_generator(config: ml_collections.ConfigDict, workdir: str
       reporter.image_grids(step, batch, generated, "train")
 
   def eval_fn(state):
-    metrics, _ = _evaluate(evaluate, state, (frozen,), data.eval_iterator(), data.mesh,
-                           config.num_eval_batches)
+    metrics = _evaluate(evaluate, state, (frozen,), data.eval_iterator(), data.mesh,
+                        config.num_eval_batches)
     metrics["l1_plus_sync"] = metrics["l1"] + metrics["sync"]
     return metrics
 
