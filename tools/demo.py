@@ -1,0 +1,279 @@
+r"""The CPU demo, end to end: synthetic talking heads -> records -> SyncNet ->
+AttnWav2Lip -> lip-synced held-out clips -> a table.
+
+  python tools/demo.py --workdir=workdir/demo
+
+Stages (each timed; a re-run with the same workdir resumes: preprocessing skips
+finished clips, training resumes from its checkpoints):
+  1. `data_pipeline.synthetic.write_dataset`: train and held-out clips (mp4 + sidecar).
+  2. `data_pipeline.preprocess.run_local`: face crops + mel into record shards.
+  3. SyncNet (`configs/demo_cpu.py:syncnet`), 4. AttnWav2Lip (`:generator`) with the
+     trainer of `lipsync_jax.train.trainer`; both exported with `convert.save_converted`.
+  5. Held-out evaluation: SyncNet accuracy; the generator and the copy-the-reference
+     baseline on every frame of the held-out clips (target lower half masked, reference
+     = the frame half a clip away), scored by `lipsync_jax.demo_metrics` (mouth L1,
+     PSNR, mouth-open error) and LSE-D/LSE-C (`lipsync_jax.evaluation`, the demo's
+     SyncNet) against real and shifted audio; one held-out face lip-synced to another
+     clip's audio with `inference.LipsyncJob` -> `lipsync.mp4`.
+Outputs under --workdir: clips/, records/, syncnet/ and generator/ (checkpoints and
+TensorBoard logs), export/, lipsync.mp4, demo_table.json.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+import time
+
+from absl import app, flags, logging
+import numpy as np
+
+from data_pipeline import preprocess, records, sources, synthetic
+from lipsync_jax import (audio, checkpoints, convert, demo_metrics, evaluation, inference,
+                         video)
+from lipsync_jax.train import components, trainer
+
+_WORKDIR = flags.DEFINE_string("workdir", "workdir/demo", "Where everything is written.")
+_NUM_TRAIN_CLIPS = flags.DEFINE_integer("num_train_clips", 96, "Synthetic training clips.")
+_NUM_EVAL_CLIPS = flags.DEFINE_integer("num_eval_clips", 8, "Held-out clips.")
+_SECONDS = flags.DEFINE_float("seconds", 3.0, "Length of each clip in seconds.")
+_SYNCNET_STEPS = flags.DEFINE_integer("syncnet_steps", None,
+                                     "Override the config's SyncNet training steps.")
+_GENERATOR_STEPS = flags.DEFINE_integer("generator_steps", None,
+                                       "Override the config's generator training steps.")
+_ABLATIONS = flags.DEFINE_bool(
+    "ablations", False, "Also train and score one generator per ablation switch "
+    "(use_cbam, use_semantic_alignment, use_ffc off; lpips_weight 0).")
+CONFIG_PATH = pathlib.Path(__file__).resolve().parents[1] / "configs" / "demo_cpu.py"
+SHIFT_FRAMES = 20  # Beyond the +-15 frames LSE searches: out of sync at every offset.
+ABLATIONS = {"no_cbam": ("model.kwargs.use_cbam", False),
+             "no_semantic_alignment": ("model.kwargs.use_semantic_alignment", False),
+             "no_ffc": ("model.kwargs.use_ffc", False),
+             "no_lpips": ("loss.lpips_weight", 0.0)}
+
+
+class Stopwatch:
+  """Wall time per named stage."""
+
+  def __init__(self):
+    self.seconds = {}
+
+  def run(self, name, fn, *args, **kwargs):
+    start = time.perf_counter()
+    logging.info("=== %s", name)
+    result = fn(*args, **kwargs)
+    self.seconds[name] = round(time.perf_counter() - start, 1)
+    logging.info("=== %s: %.1f s", name, self.seconds[name])
+    return result
+
+
+def make_data(workdir: pathlib.Path) -> None:
+  """Stages 1-2: clips (train seed 0, held-out seed 1) and their record shards."""
+  for split, count, seed in (("train", _NUM_TRAIN_CLIPS.value, 0),
+                             ("eval", _NUM_EVAL_CLIPS.value, 1)):
+    clip_dir = workdir / "clips" / split
+    synthetic.write_dataset(clip_dir, count, _SECONDS.value, seed=seed)
+    summary = preprocess.run_local(clip_dir, workdir / "records" / split, num_workers=0,
+                                   progress=False)
+    if summary.skipped:
+      raise RuntimeError(f"{clip_dir}: preprocessing skipped clips: {summary.skipped}")
+
+
+def demo_config(part: str):
+  """`configs/demo_cpu.py:<part>` (configs/ is a folder of files, not a package)."""
+  spec = importlib.util.spec_from_file_location("demo_cpu", CONFIG_PATH)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(part)
+
+
+def _set(config, dotted: str, value) -> None:
+  *parents, name = dotted.split(".")
+  for parent in parents:
+    config = config[parent]
+  config[name] = value
+
+
+def _data_paths(config, workdir: pathlib.Path, steps: int | None):
+  if steps is not None:
+    config.num_train_steps = steps
+  config.data.train_path = str(workdir / "records" / "train")
+  config.data.eval_path = str(workdir / "records" / "eval")
+  return config
+
+
+def _export(path: pathlib.Path, variables, metadata) -> str:
+  if not path.exists():
+    convert.save_converted(path, variables, metadata)
+  return str(path)
+
+
+def train_syncnet(workdir: pathlib.Path) -> str:
+  """Stage 3; returns the exported SyncNet folder."""
+  config = _data_paths(demo_config("syncnet"), workdir, _SYNCNET_STEPS.value)
+  trainer.train_syncnet(config, str(workdir / "syncnet"))
+  variables = components.load_variables(str(workdir / "syncnet"), "syncnet", "syncnet")
+  return _export(workdir / "export" / "syncnet", variables, {
+      "model": "syncnet", "channel_order": "rgb", "source": "tools/demo.py",
+      "model_config": dict(config.get("syncnet_kwargs") or {})})
+
+
+def train_generator(workdir: pathlib.Path, name: str = "generator",
+                    overrides: tuple = ()) -> str:
+  """Stage 4 (or an ablation); returns the exported generator folder."""
+  config = _data_paths(demo_config("generator"), workdir,
+                       _GENERATOR_STEPS.value)
+  config.expert.checkpoint = str(workdir / "syncnet")
+  for dotted, value in overrides:
+    _set(config, dotted, value)
+  trainer.train_generator(config, str(workdir / name))
+  variables = components.load_variables(str(workdir / name), "wav2lip", "generator",
+                                        "l1_plus_sync")
+  model_config = {"img_size": config.img_size, **dict(config.model.kwargs)}
+  return _export(workdir / "export" / name, variables, {
+      "model": config.model.name, "channel_order": "rgb", "source": "tools/demo.py",
+      "model_config": {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in model_config.items()}})
+
+
+def held_out_clips(workdir: pathlib.Path):
+  """[(crops (T, 96, 96, 3) in [0, 1], mel (80, n), fps, mouth.open (T,))] held out."""
+  clips = []
+  for clip in sources.open_record_source(records.list_shards(workdir / "records" / "eval")):
+    crops = sources.decode_frames(clip, range(len(clip["frames"])), "rgb")
+    sidecar = workdir / "clips" / "eval" / f"{clip['clip_id']}.json"
+    mouth_open = np.asarray(json.loads(sidecar.read_text())["mouth"]["open"], np.float32)
+    clips.append((crops, np.asarray(clip["mel"]), float(clip["fps"]), mouth_open[:len(crops)]))
+  return clips
+
+
+def syncnet_accuracy(expert: checkpoints.SyncExpert, workdir: pathlib.Path,
+                     num_batches: int = 16, batch_size: int = 32) -> float:
+  """In/off-sync accuracy (cosine > 0.5) on held-out pairs of the training sampler."""
+  source = sources.open_record_source(records.list_shards(workdir / "records" / "eval"))
+  iterator = sources.syncnet_iterator(source, batch_size=batch_size, seed=123)
+  correct = []
+  for _ in range(num_batches):
+    batch = next(iterator)
+    audio_emb, face_emb = expert.embed(batch["mel"], batch["faces"])
+    cosine = np.sum(np.asarray(audio_emb) * np.asarray(face_emb), axis=-1)
+    correct.append((cosine > 0.5) == (batch["label"] > 0.5))
+  return float(np.mean(np.concatenate(correct)))
+
+
+def generate_held_out(generator: checkpoints.Generator, clips) -> list[np.ndarray]:
+  """Generated crops per clip: masked target, reference = the frame T/2 further on."""
+  fn = inference.make_inference_fn(generator.model, generator.variables, batch_size=25)
+  out = []
+  for crops, mel, fps, _ in clips:
+    n = len(crops)
+    reference = crops[(np.arange(n) + n // 2) % n]
+    masked = crops.copy()
+    masked[:, crops.shape[1] // 2:] = 0.0
+    mels = np.stack([audio.mel_window(mel, i, fps, clamp=True) for i in range(n)])[..., None]
+    out.append(np.asarray(fn(mels, np.concatenate([masked, reference], axis=-1))))
+  return out
+
+
+def mouth_rows(clips, outputs: dict[str, list[np.ndarray]]) -> dict[str, dict[str, float]]:
+  """Mouth metrics per method; the calibration is fitted on the ground-truth frames."""
+  truth = [c[0] for c in clips]
+  mouth_open = [c[3] for c in clips]
+  calibration = demo_metrics.OpeningCalibration.fit(
+      np.concatenate([demo_metrics.mouth_opening(t) for t in truth]),
+      np.concatenate(mouth_open))
+  rows = {}
+  for name, frames in {"ground truth": truth, **outputs}.items():
+    rows[name] = demo_metrics.mean_scores([
+        demo_metrics.mouth_scores(f, t, o, calibration)
+        for f, t, o in zip(frames, truth, mouth_open)])
+  rows["ground truth"]["mouth_psnr"] = None  # Identical frames: infinite.
+  return rows
+
+
+def sync_rows(expert: checkpoints.SyncExpert, clips, generated) -> dict[str, dict[str, float]]:
+  """LSE-D / LSE-C (mean over clips) of real, shifted and generated audio-video pairs."""
+  cases = {"real audio": [(c[0], c[1]) for c in clips],
+           f"audio shifted {SHIFT_FRAMES} frames": [
+               (c[0], demo_metrics.shifted_mel(c[1], SHIFT_FRAMES, c[2])) for c in clips],
+           "generated": [(g, c[1]) for g, c in zip(generated, clips)]}
+  rows = {}
+  for name, pairs in cases.items():
+    scores = [evaluation.clip_sync_scores(expert.embed, faces, mel, clips[0][2])
+              for faces, mel in pairs]
+    rows[name] = evaluation.summarize(scores, ("lse_d", "lse_c"))
+    rows[name]["in_sync_clips"] = sum(s["av_offset"] == 0 for s in scores)
+  return rows
+
+
+def write_lipsync_video(generator: checkpoints.Generator, workdir: pathlib.Path) -> str:
+  """Held-out clip 0's face lip-synced to held-out clip 1's audio (tools/infer.py's path)."""
+  face, speech = (workdir / "clips" / "eval" / f"synth_{i:05d}.mp4" for i in (0, 1))
+  job = inference.LipsyncJob(str(face), str(speech), generator, batch_size=25)
+  return video.write_video(workdir / "lipsync.mp4", job.frames(), job.fps, audio=job.wav)
+
+
+def evaluate(workdir: pathlib.Path, syncnet_dir: str, generator_dirs: dict[str, str]) -> dict:
+  """Stage 5: the table (a JSON-able dict)."""
+  expert = checkpoints.load_syncnet(syncnet_dir)
+  clips = held_out_clips(workdir)
+  generated = {name: generate_held_out(checkpoints.load_generator(path), clips)
+               for name, path in generator_dirs.items()}
+  baseline = [demo_metrics.copy_reference(c[0], c[0][(np.arange(len(c[0])) + len(c[0]) // 2)
+                                                     % len(c[0])]) for c in clips]
+  mouth = mouth_rows(clips, {**generated, "copy reference": baseline})
+  return {"syncnet_heldout_accuracy": syncnet_accuracy(expert, workdir),
+          "syncnet": expert.name, "num_heldout_clips": len(clips),
+          "num_heldout_frames": int(sum(len(c[0]) for c in clips)),
+          "mouth": mouth, "sync": sync_rows(expert, clips, generated["generator"]),
+          "generator_beats_baseline": demo_metrics.beats_baseline(
+              mouth["generator"], mouth["copy reference"])}
+
+
+def format_report(table: dict, seconds: dict) -> str:
+  mouth = [{"method": k, **v} for k, v in table["mouth"].items()]
+  sync = [{"audio-video pair": k, **v} for k, v in table["sync"].items()]
+  return "\n".join([
+      f"SyncNet held-out accuracy: {table['syncnet_heldout_accuracy']:.3f}  "
+      f"({table['syncnet']})",
+      f"Held-out: {table['num_heldout_clips']} clips, {table['num_heldout_frames']} frames "
+      "(mouth region; open_error in mouth.open units, 0 closed .. 1 wide)",
+      evaluation.format_table(mouth, ("method", "mouth_l1", "mouth_psnr", "open_error")),
+      f"generator beats copy-reference baseline: {table['generator_beats_baseline']}",
+      evaluation.format_table(sync, ("audio-video pair", "lse_d", "lse_c", "in_sync_clips")),
+      "wall time (s): " + ", ".join(f"{k} {v}" for k, v in seconds.items())])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  workdir = pathlib.Path(_WORKDIR.value)
+  watch = Stopwatch()
+  start = time.perf_counter()
+  try:
+    watch.run("data", make_data, workdir)
+    syncnet_dir = watch.run("syncnet", train_syncnet, workdir)
+    generators = {"generator": watch.run("generator", train_generator, workdir)}
+    if _ABLATIONS.value:
+      for name, override in ABLATIONS.items():
+        generators[name] = watch.run(name, train_generator, workdir, name, (override,))
+    table = watch.run("evaluate", evaluate, workdir, syncnet_dir, generators)
+    table["video"] = watch.run("video", write_lipsync_video,
+                               checkpoints.load_generator(generators["generator"]), workdir)
+  except (components.ConfigError, sources.DatasetError, trainer.NonFiniteLossError,
+          checkpoints.CheckpointError, OSError, RuntimeError) as e:
+    print(f"demo.py: {e}", file=sys.stderr)
+    sys.exit(1)
+  watch.seconds["total"] = round(time.perf_counter() - start, 1)
+  table["seconds"] = watch.seconds
+  report = format_report(table, watch.seconds)
+  temp = workdir / "demo_table.json.tmp"
+  temp.write_text(json.dumps(table, indent=2))
+  os.replace(temp, workdir / "demo_table.json")
+  print(report)
+
+
+if __name__ == "__main__":
+  app.run(main)
