@@ -12,7 +12,7 @@ FFTs and normalisation statistics are computed in float32 whatever `dtype` is
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lipsync_jax.models.layers import ConvBlock, Dtype
+from lipsync_jax.models.layers import BatchNorm, ConvBlock, Dtype
 
 
 def _max_over(x: jnp.ndarray, axis: int) -> jnp.ndarray:
@@ -27,10 +27,10 @@ def _max_over(x: jnp.ndarray, axis: int) -> jnp.ndarray:
   return jnp.take_along_axis(x, index, axis=axis)
 
 
-def _batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.BatchNorm:
-  """BatchNorm with PyTorch's defaults (momentum 0.1, eps 1e-5), as in `layers.py`."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=dtype, param_dtype=param_dtype, name=name)
+def _batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, name: str) -> BatchNorm:
+  """`layers.BatchNorm` (PyTorch semantics) in inference or training mode."""
+  return BatchNorm(use_running_average=not train, dtype=dtype, param_dtype=param_dtype,
+                   name=name)
 
 
 class ChannelAttention(nn.Module):

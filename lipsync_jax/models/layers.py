@@ -8,6 +8,7 @@ PyTorch's `Conv2d(padding=p)` (XLA's "SAME" differs for strided convolutions).
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 Dtype = Any
@@ -25,6 +26,45 @@ def explicit_padding(padding: IntOrPair) -> tuple[tuple[int, int], tuple[int, in
   """PyTorch-style symmetric padding (ph, pw) as flax per-side padding."""
   ph, pw = pair(padding)
   return ((ph, ph), (pw, pw))
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over all axes but the last, with PyTorch `BatchNorm2d` semantics.
+
+  Statistics and normalisation run in float32 whatever `dtype` is. In training the
+  running statistics move by `momentum` (PyTorch's convention: new = (1 - m) old + m batch)
+  and the running variance takes the UNBIASED batch variance (n / (n - 1)), as PyTorch
+  does and flax's `nn.BatchNorm` does not, so fine-tuning a converted checkpoint keeps
+  the statistics PyTorch would. Variables: params `scale`, `bias`; batch_stats `mean`, `var`.
+  """
+  use_running_average: bool = False
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    features = x.shape[-1]
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+    running_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+    scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    if self.use_running_average:
+      mean, var = running_mean.value, running_var.value
+    else:
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x32, axes)
+      var = jnp.mean(jnp.square(x32 - mean), axes)
+      if not self.is_initializing():
+        count = x.size // features
+        unbiased = var * (count / max(count - 1, 1))
+        running_mean.value = (1 - self.momentum) * running_mean.value + self.momentum * mean
+        running_var.value = (1 - self.momentum) * running_var.value + self.momentum * unbiased
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
+    y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    return y.astype(self.dtype)
 
 
 class ConvBlock(nn.Module):
@@ -46,8 +86,8 @@ class ConvBlock(nn.Module):
     y = nn.Conv(self.features, pair(self.kernel_size), strides=pair(self.stride),
                 padding=explicit_padding(self.padding), dtype=self.dtype,
                 param_dtype=self.param_dtype, name="conv")(x)
-    y = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(y)
+    y = BatchNorm(use_running_average=not train, dtype=self.dtype,
+                  param_dtype=self.param_dtype, name="bn")(y)
     if self.residual:
       y = y + x
     return nn.relu(y)
@@ -77,8 +117,8 @@ class ConvTransposeBlock(nn.Module):
     y = nn.ConvTranspose(self.features, (kh, kw), strides=pair(self.stride),
                          padding=padding, transpose_kernel=True, dtype=self.dtype,
                          param_dtype=self.param_dtype, name="conv")(x)
-    y = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(y)
+    y = BatchNorm(use_running_average=not train, dtype=self.dtype,
+                  param_dtype=self.param_dtype, name="bn")(y)
     return nn.relu(y)
 
 
