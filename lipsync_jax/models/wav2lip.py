@@ -94,6 +94,17 @@ _DISCRIMINATOR_96 = (
 )
 
 
+def scale_widths(specs, multiplier: float) -> list[LayerSpec]:
+  """`specs` with every block's output channels scaled: max(8, round(features * multiplier)).
+
+  A multiplier of 1 returns the specs unchanged (the checkpoint-compatible networks).
+  """
+  if multiplier == 1.0:
+    return list(specs)
+  return [functools.partial(spec.func, max(8, int(round(spec.args[0] * multiplier))),
+                            *spec.args[1:], **spec.keywords) for spec in specs]
+
+
 def stage_table(tables: dict[int, tuple], img_size: int, what: str) -> tuple:
   """The layer table for `img_size`; ValueError naming the model if there is none."""
   if img_size not in tables:
@@ -120,14 +131,17 @@ class AudioEncoder(nn.Module):
   Input (B, 80, 16, 1): 80 mel bins as height, 16 mel frames (0.2 s) as width, float in
   [-4, 4] (`lipsync_jax.audio.melspectrogram`). Output (B, 1, 1, 512) in `dtype`.
   `num_residual_256` is 1 in the Wav2Lip generator and 2 in SyncNet; nothing else differs.
+  `width_multiplier` scales every layer's channels (`scale_widths`; the output then has
+  max(8, round(512 * width_multiplier)) channels); 1 is the original.
   """
   num_residual_256: int = 1
+  width_multiplier: float = 1.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    self.layers = build_layers(audio_encoder_layers(self.num_residual_256), self.dtype,
-                               self.param_dtype)
+    specs = scale_widths(audio_encoder_layers(self.num_residual_256), self.width_multiplier)
+    self.layers = build_layers(specs, self.dtype, self.param_dtype)
 
   def __call__(self, mel: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     check_shape("AudioEncoder mel", mel, (MEL_BINS, MEL_STEPS, 1))

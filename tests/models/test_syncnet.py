@@ -43,6 +43,19 @@ def test_parameter_count():
       16_435_072)
 
 
+def test_width_multiplier_scales_every_layer():
+  inputs = (jax.random.key(0), jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, 48, 96, 15)))
+  full = traverse_util.flatten_dict(jax.eval_shape(SyncNet().init, *inputs)["params"])
+  narrow_net = SyncNet(width_multiplier=0.25)
+  narrow = traverse_util.flatten_dict(jax.eval_shape(narrow_net.init, *inputs)["params"])
+  assert full.keys() == narrow.keys()
+  for path, leaf in full.items():
+    assert narrow[path].shape[-1] == max(8, round(leaf.shape[-1] / 4)), path
+  audio_emb, face_emb = jax.eval_shape(narrow_net.apply, narrow_net.init(*inputs), *inputs[1:])
+  assert audio_emb.shape == face_emb.shape == (1, 128)
+  assert sum(int(np.prod(x.shape)) for x in narrow.values()) == 1_035_616
+
+
 def test_wrong_face_shape_is_rejected():
   with pytest.raises(ValueError, match="lower_halves"):
     jax.eval_shape(SyncNet().init, jax.random.key(0), jnp.zeros((1, 80, 16, 1)),
