@@ -34,6 +34,7 @@ no peak is known for a CPU, so "% peak" needs `--peak_tflops` there.
 
 import math
 import pathlib
+import re
 import sys
 import time
 
@@ -54,23 +55,23 @@ _TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds allowed per row's subpr
 _WORKER = flags.DEFINE_string("worker", "", "Internal: 'model,dtype,batch' of one row.")
 
 # Dense peak TFLOP/s (fp32 = CUDA cores, tf32 / bf16 = tensor cores without sparsity), from
-# NVIDIA's product datasheets (sparsity figures halved). First match of the lower-cased
-# device_kind wins, so specific names come before general ones. bf16 None: no bf16 tensor
+# NVIDIA's product datasheets (sparsity figures halved). The first pattern found (re.search)
+# in the lower-cased device_kind wins, so specific names come before general ones. bf16 None: no bf16 tensor
 # cores (V100, T4); bf16 rows are then compared with the fp32 peak.
 PEAK_TFLOPS = (
-    ("h100 pcie", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}, "H100 PCIe datasheet"),
-    ("h100 nvl", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}, "H100 NVL datasheet"),
-    ("h200 nvl", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}, "H200 NVL datasheet"),
-    ("gh200", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5}, "GH200 datasheet"),
-    ("h200", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5}, "H200 SXM datasheet"),
-    ("h100", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5}, "H100 SXM datasheet"),
-    ("a100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}, "A100 datasheet (SXM and PCIe)"),
-    ("l40s", {"fp32": 91.6, "tf32": 183.0, "bf16": 362.0}, "L40S datasheet"),
-    ("l4", {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0}, "L4 datasheet"),
-    ("a10", {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0}, "A10 datasheet"),
-    ("v100-pcie", {"fp32": 14.0, "tf32": None, "bf16": None}, "V100 PCIe datasheet"),
-    ("v100", {"fp32": 15.7, "tf32": None, "bf16": None}, "V100 SXM2 datasheet"),
-    ("t4", {"fp32": 8.1, "tf32": None, "bf16": None}, "T4 datasheet"),
+    (r"h100 pcie", {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0}, "H100 PCIe datasheet"),
+    (r"h100 nvl", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}, "H100 NVL datasheet"),
+    (r"h200 nvl", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}, "H200 NVL datasheet"),
+    (r"gh200", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5}, "GH200 datasheet"),
+    (r"h200", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5}, "H200 SXM datasheet"),
+    (r"h100", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5}, "H100 SXM datasheet"),
+    (r"a100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}, "A100 datasheet (SXM and PCIe)"),
+    (r"\bl40s\b", {"fp32": 91.6, "tf32": 183.0, "bf16": 362.0}, "L40S datasheet"),
+    (r"\bl4\b", {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0}, "L4 datasheet"),
+    (r"\ba10\b", {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0}, "A10 datasheet"),
+    (r"v100-pcie", {"fp32": 14.0, "tf32": None, "bf16": None}, "V100 PCIe datasheet"),
+    (r"v100", {"fp32": 15.7, "tf32": None, "bf16": None}, "V100 SXM2 datasheet"),
+    (r"\bt4\b", {"fp32": 8.1, "tf32": None, "bf16": None}, "T4 datasheet"),
 )
 
 
@@ -78,7 +79,7 @@ def device_peak(device_kind: str, dtype: str) -> tuple[float | None, str]:
   """(peak TFLOP/s for `dtype` compute on `device_kind`, which number it is) or (None, why)."""
   kind = device_kind.lower()
   for pattern, peaks, source in PEAK_TFLOPS:
-    if pattern in kind:
+    if re.search(pattern, kind):
       key = "bf16" if dtype == "bfloat16" else "tf32"
       if peaks[key] is None:
         key = "fp32"
