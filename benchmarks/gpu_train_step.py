@@ -55,8 +55,8 @@ _TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds allowed per row's subpr
 _WORKER = flags.DEFINE_string("worker", "", "Internal: 'model,dtype,batch' of one row.")
 
 # Dense peak TFLOP/s (fp32 = CUDA cores, tf32 / bf16 = tensor cores without sparsity), from
-# NVIDIA's product datasheets (sparsity figures halved). The first pattern found (re.search)
-# in the lower-cased device_kind wins, so specific names come before general ones. bf16 None: no bf16 tensor
+# NVIDIA's product datasheets (sparsity figures halved). The first pattern found
+# (re.search) in the lower-cased device_kind wins, so specific names come first. bf16 None: no bf16 tensor
 # cores (V100, T4); bf16 rows are then compared with the fp32 peak.
 PEAK_TFLOPS = (
     (r"h100 pcie", {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0}, "H100 PCIe datasheet"),
