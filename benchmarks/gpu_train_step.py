@@ -55,9 +55,9 @@ _TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds allowed per row's subpr
 _WORKER = flags.DEFINE_string("worker", "", "Internal: 'model,dtype,batch' of one row.")
 
 # Dense peak TFLOP/s (fp32 = CUDA cores, tf32 / bf16 = tensor cores without sparsity), from
-# NVIDIA's product datasheets (sparsity figures halved). The first pattern found
-# (re.search) in the lower-cased device_kind wins, so specific names come first. bf16 None: no bf16 tensor
-# cores (V100, T4); bf16 rows are then compared with the fp32 peak.
+# NVIDIA's product datasheets (sparsity figures halved). The first pattern found (re.search)
+# in the lower-cased device_kind wins, so specific names come first. bf16 None: no bf16
+# tensor cores (V100, T4); bf16 rows are then compared with the fp32 peak.
 PEAK_TFLOPS = (
     (r"h100 pcie", {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0}, "H100 PCIe datasheet"),
     (r"h100 nvl", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}, "H100 NVL datasheet"),
