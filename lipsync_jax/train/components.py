@@ -47,7 +47,9 @@ def _dtype(config: ml_collections.ConfigDict, dtype: str | None = None):
 
 
 def build_syncnet(config: ml_collections.ConfigDict, dtype: str | None = None) -> SyncNet:
-  return SyncNet(img_size=config.img_size, dtype=_dtype(config, dtype))
+  """SyncNet with `config.syncnet_kwargs` (e.g. `width_multiplier`; absent: the original)."""
+  return SyncNet(img_size=config.img_size, dtype=_dtype(config, dtype),
+                 **dict(config.get("syncnet_kwargs") or {}))
 
 
 def build_generator(config: ml_collections.ConfigDict) -> nn.Module:
