@@ -18,6 +18,8 @@ import time
 from absl import app
 from absl import flags
 
+import cpu_threads  # benchmarks/ is on sys.path when run as a script
+
 _BATCH = flags.DEFINE_integer("batch", 16, "Frames per forward pass.")
 _ITERS = flags.DEFINE_integer("iters", 5, "Timed forward passes per model.")
 _THREADS = flags.DEFINE_integer("threads", os.cpu_count(), "CPU threads for both frameworks.")
@@ -53,10 +55,7 @@ def _flax_generators():
 def main(argv):
   del argv
   threads, batch, iters = _THREADS.value, _BATCH.value, _ITERS.value
-  if threads == 1:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_cpu_multi_thread_eigen=false"
-                               " intra_op_parallelism_threads=1")
+  cpu_threads.limit_cpu_threads(threads)
   # Imported here so that XLA_FLAGS is set first.
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

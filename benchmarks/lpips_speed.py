@@ -19,6 +19,8 @@ import time
 from absl import app
 from absl import flags
 
+import cpu_threads  # benchmarks/ is on sys.path when run as a script
+
 _BATCH = flags.DEFINE_integer("batch", 8, "Image pairs per call.")
 _ITERS = flags.DEFINE_integer("iters", 3, "Timed calls per row (the mean is shown).")
 _THREADS = flags.DEFINE_integer("threads", os.cpu_count(), "CPU threads for both frameworks.")
@@ -37,10 +39,7 @@ def _seconds_per_call(fn, iters: int) -> float:
 def main(argv):
   del argv
   threads, batch, iters = _THREADS.value, _BATCH.value, _ITERS.value
-  if threads == 1:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_cpu_multi_thread_eigen=false"
-                               " intra_op_parallelism_threads=1")
+  cpu_threads.limit_cpu_threads(threads)
   # Imported here so that XLA_FLAGS is set first.
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

@@ -39,6 +39,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import cpu_threads  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_bench_util  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _BATCH = flags.DEFINE_integer("batch", 2, "Samples per step (each T = 5 frames).")
@@ -154,11 +155,7 @@ def _torch_row(model: str, batch: int, iters: int, threads: int) -> dict:
 def _worker(spec: str, batch: int, iters: int, threads: int) -> None:
   """Runs one row in this process and prints it as a `RESULT {json}` line."""
   model, framework, dtype = spec.split(",")
-  os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
-  if threads == 1:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_cpu_multi_thread_eigen=false"
-                               " intra_op_parallelism_threads=1")
+  cpu_threads.limit_cpu_threads(threads)
   row = (_jax_row(model, dtype, batch, iters) if framework == "jax"
          else _torch_row(model, batch, iters, threads))
   row["peak_mib"] = train_bench_util.peak_rss_mib()
