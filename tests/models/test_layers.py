@@ -1,4 +1,5 @@
-"""ConvBlock's residual option against a PyTorch Conv2d -> BatchNorm2d reference."""
+"""ConvBlock's residual option against a PyTorch Conv2d -> BatchNorm2d reference, and the
+sub-pixel ConvTranspose against PyTorch's ConvTranspose2d."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lipsync_jax.models.layers import ConvBlock
+from lipsync_jax.models.layers import ConvBlock, ConvTranspose
 
 
 def _torch_conv_bn(params, stats, x_nhwc, train):
@@ -71,3 +72,42 @@ def test_conv_block_without_residual_differs_only_by_the_skip():
   branch, _, _, _ = _torch_conv_bn(variables["params"], variables["batch_stats"], x, False)
   np.testing.assert_allclose(np.asarray(plain), np.maximum(branch, 0), atol=1e-4)
   assert not np.allclose(np.asarray(plain), np.asarray(with_skip.apply(variables, x)))
+
+
+@pytest.mark.parametrize("kernel,stride,padding,output_padding,size", [
+    (3, 2, 1, 1, (6, 7)),   # Wav2Lip / AttnWav2Lip decoder: doubles the size
+    (3, 1, 0, 0, (1, 1)),   # Wav2Lip's first decoder block: 1x1 -> 3x3
+    (4, 2, 1, 0, (5, 5)),
+    (5, 3, 2, 2, (4, 3)),
+    (2, 2, 0, 0, (3, 4)),
+    (3, 2, 0, 0, (3, 3))])
+def test_conv_transpose_matches_torch_values_and_gradients(kernel, stride, padding,
+                                                           output_padding, size):
+  rng = np.random.default_rng(kernel * 10 + stride)
+  x = rng.normal(size=(2, *size, 5)).astype(np.float32)
+  module = ConvTranspose(7, (kernel, kernel), (stride, stride), (padding, padding),
+                         (output_padding, output_padding))
+  params = _random_variables(module.init(jax.random.key(0), x), seed=1)["params"]
+  cotangent = rng.normal(size=module.apply({"params": params}, x).shape).astype(np.float32)
+
+  def loss(params, x):
+    return jnp.sum(module.apply({"params": params}, x) * cotangent)
+
+  y = module.apply({"params": params}, x)
+  grads, grad_x = jax.grad(loss, argnums=(0, 1))(params, x)
+
+  reference = torch.nn.ConvTranspose2d(5, 7, kernel, stride, padding, output_padding)
+  with torch.no_grad():  # (kH, kW, Cout, Cin) -> PyTorch (Cin, Cout, kH, kW)
+    reference.weight.copy_(torch.from_numpy(np.asarray(params["kernel"]).transpose(3, 2, 0, 1)))
+    reference.bias.copy_(torch.from_numpy(np.asarray(params["bias"])))
+  x_torch = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+  y_torch = reference(x_torch)
+  (y_torch * torch.from_numpy(cotangent.transpose(0, 3, 1, 2))).sum().backward()
+
+  np.testing.assert_allclose(np.asarray(y), y_torch.detach().numpy().transpose(0, 2, 3, 1),
+                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(grad_x), x_torch.grad.numpy().transpose(0, 2, 3, 1),
+                             atol=1e-4)
+  np.testing.assert_allclose(np.asarray(grads["kernel"]),
+                             reference.weight.grad.numpy().transpose(2, 3, 1, 0), atol=1e-4)
+  np.testing.assert_allclose(np.asarray(grads["bias"]), reference.bias.grad.numpy(), atol=1e-4)
