@@ -38,6 +38,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.b1 = 0.9
   config.optimizer.b2 = 0.999
 
+  config.loss = ml_collections.ConfigDict()
+  # Wav2Lip's recipe is the BCE of the cosine alone. Weights > 0 add an in-batch InfoNCE
+  # term (`losses.in_batch_contrastive_loss`) and the BCE of every mismatched pair of the
+  # batch (`losses.in_batch_negatives_bce`); the CPU demo uses both to learn in minutes.
+  config.loss.contrastive_weight = 0.0
+  config.loss.temperature = 0.1
+  config.loss.in_batch_negatives_weight = 0.0
+
   config.init_checkpoint = ""  # optional: lipsync_expert.pth or our checkpoint, to fine-tune
 
   config.log_every_steps = 100

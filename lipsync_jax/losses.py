@@ -7,6 +7,7 @@ Images are NHWC in [0, 1] unless stated otherwise.
 
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 
 # Probabilities are clipped into [EPS, 1 - EPS] before the logarithm: log(1e-7)
@@ -60,6 +61,49 @@ def sync_loss(audio_emb: jnp.ndarray, face_emb: jnp.ndarray,
   label = jnp.broadcast_to(jnp.asarray(label, jnp.float32), cosine.shape)
   accuracy = jnp.mean(((cosine > 0.5) == (label > 0.5)).astype(jnp.float32))
   return binary_cross_entropy(cosine, label), accuracy
+
+
+def in_batch_contrastive_loss(audio_emb: jnp.ndarray, face_emb: jnp.ndarray,
+                              label: jnp.ndarray, temperature: float) -> jnp.ndarray:
+  """Symmetric InfoNCE of the in-sync pairs of a batch, the other faces and audio as negatives.
+
+  For every in-sync pair i: -log softmax_j(cos(a_i, v_j) / temperature)[i], and the
+  same with audio and faces swapped; j runs over all B pairs of the batch (off-sync
+  pairs contribute their faces and audio as negatives only). Off-sync rows are
+  masked out; the mean is over in-sync rows (0 when there are none).
+
+  Args:
+    audio_emb, face_emb: (B, D) embeddings (normalised here).
+    label: (B,) 1 for in-sync pairs.
+    temperature: the softmax temperature (e.g. 0.1).
+  """
+  a = audio_emb.astype(jnp.float32)
+  v = face_emb.astype(jnp.float32)
+  a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+  v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+  logits = a @ v.T / temperature
+  diagonal = jnp.diagonal(logits)
+  audio_to_face = jax.nn.logsumexp(logits, axis=1) - diagonal
+  face_to_audio = jax.nn.logsumexp(logits, axis=0) - diagonal
+  positive = (jnp.asarray(label, jnp.float32) > 0.5).astype(jnp.float32)
+  per_row = 0.5 * (audio_to_face + face_to_audio) * positive
+  return jnp.sum(per_row) / jnp.maximum(jnp.sum(positive), 1.0)
+
+
+def in_batch_negatives_bce(audio_emb: jnp.ndarray, face_emb: jnp.ndarray) -> jnp.ndarray:
+  """Mean BCE(cos(a_i, v_j), 0) over all i != j of a batch: every mismatched audio and
+  face of the batch is an off-sync pair (B * (B - 1) of them instead of about B / 2).
+
+  Args:
+    audio_emb, face_emb: (B, D) embeddings (normalised here), B >= 2.
+  """
+  a = audio_emb.astype(jnp.float32)
+  v = face_emb.astype(jnp.float32)
+  a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+  v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+  cosine = jnp.clip(a @ v.T, EPS, 1.0 - EPS)
+  off_diagonal = 1.0 - jnp.eye(cosine.shape[0], dtype=jnp.float32)
+  return -jnp.sum(jnp.log1p(-cosine) * off_diagonal) / jnp.sum(off_diagonal)
 
 
 def adversarial_loss(probability: jnp.ndarray, is_real: bool) -> jnp.ndarray:

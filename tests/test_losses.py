@@ -56,6 +56,37 @@ def test_sync_loss_of_identical_and_orthogonal_embeddings():
   np.testing.assert_allclose(losses.sync_loss(*half, label=0.0)[0], np.log(2.0), rtol=1e-5)
 
 
+def test_in_batch_contrastive_loss_is_symmetric_infonce_over_in_sync_rows():
+  rng = np.random.default_rng(2)
+  a = rng.normal(size=(5, 8)).astype(np.float32)
+  v = rng.normal(size=(5, 8)).astype(np.float32)
+  label = np.array([1, 0, 1, 1, 0], np.float32)
+  logits = (F.normalize(torch.from_numpy(a), dim=1) @ F.normalize(torch.from_numpy(v), dim=1).T
+            / 0.2)
+  rows = torch.tensor([0, 2, 3])
+  expected = 0.5 * (F.cross_entropy(logits[rows], rows)
+                    + F.cross_entropy(logits.T[rows], rows)).item()
+  np.testing.assert_allclose(losses.in_batch_contrastive_loss(a, v, label, 0.2), expected,
+                             rtol=1e-5)
+  # Matching pairs far apart from the rest give ~0; no in-sync row gives exactly 0.
+  e = np.eye(5, 8, dtype=np.float32)
+  assert losses.in_batch_contrastive_loss(e, e, np.ones(5), 0.05) < 1e-6
+  assert losses.in_batch_contrastive_loss(a, v, np.zeros(5), 0.2) == 0.0
+
+
+def test_in_batch_negatives_bce_is_bce_of_every_mismatched_pair():
+  rng = np.random.default_rng(3)
+  a = np.abs(rng.normal(size=(4, 6))).astype(np.float32)
+  v = np.abs(rng.normal(size=(4, 6))).astype(np.float32)
+  cos = F.normalize(torch.from_numpy(a), dim=1) @ F.normalize(torch.from_numpy(v), dim=1).T
+  mismatched = cos[~torch.eye(4, dtype=torch.bool)]
+  expected = F.binary_cross_entropy(mismatched, torch.zeros(12)).item()
+  np.testing.assert_allclose(losses.in_batch_negatives_bce(a, v), expected, rtol=1e-5)
+  # Matched pairs do not count: orthogonal one-hot rows give ~0 whatever the diagonal.
+  e = np.eye(4, 6, dtype=np.float32)
+  assert losses.in_batch_negatives_bce(e, e) < 1e-5
+
+
 @pytest.mark.parametrize("is_real", [True, False])
 def test_adversarial_loss(is_real):
   p = np.array([0.2, 0.6, 0.99], np.float32)

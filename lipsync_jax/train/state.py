@@ -71,8 +71,17 @@ class GeneratorTrainState:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam from a config with fields `learning_rate`, `b1`, `b2` (and `grad_clip_norm`)."""
-  tx = optax.adam(config.learning_rate, b1=config.b1, b2=config.b2)
+  """Adam from a config with fields `learning_rate`, `b1`, `b2` and optionally
+  `grad_clip_norm`, `warmup_steps` (linear from 0) and `cosine_decay_steps` (cosine
+  decay to 0 over that many steps, counted after the warm-up; 0 keeps it constant)."""
+  learning_rate = config.learning_rate
+  warmup, decay = config.get("warmup_steps", 0), config.get("cosine_decay_steps", 0)
+  if decay:
+    learning_rate = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup,
+                                                       warmup + decay)
+  elif warmup:
+    learning_rate = optax.linear_schedule(0.0, config.learning_rate, warmup)
+  tx = optax.adam(learning_rate, b1=config.b1, b2=config.b2)
   if config.get("grad_clip_norm"):
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   return tx

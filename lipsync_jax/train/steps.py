@@ -66,11 +66,18 @@ def _apply_train(model: nn.Module, model_state: ModelState, params: PyTree,
   return model.apply(variables, *inputs, train=True, rngs={"dropout": rng}), {}
 
 
-def make_syncnet_train_step(syncnet: nn.Module, tx: optax.GradientTransformation):
+def make_syncnet_train_step(syncnet: nn.Module, tx: optax.GradientTransformation,
+                            contrastive_weight: float = 0.0, temperature: float = 0.1,
+                            in_batch_negatives_weight: float = 0.0):
   """SyncNet update: BCE of the embeddings' cosine against the in-sync label.
 
-  Returns `step(state, batch) -> (state, metrics)`; metrics: loss, accuracy,
-  skipped (1.0 when a non-finite loss left the state unchanged).
+  With `contrastive_weight` c > 0 the loss is BCE + c * `losses.in_batch_contrastive_loss`
+  (the batch's other faces and audio as extra negatives, at `temperature`): not in
+  Wav2Lip's recipe, an option that makes small SyncNets learn in hundreds of steps
+  (`configs/demo_cpu.py`).
+
+  Returns `step(state, batch) -> (state, metrics)`; metrics: loss, bce, accuracy,
+  (contrastive,) skipped (1.0 when a non-finite loss left the state unchanged).
   """
 
   def step(state: SyncNetTrainState, batch: Batch):
@@ -78,14 +85,23 @@ def make_syncnet_train_step(syncnet: nn.Module, tx: optax.GradientTransformation
       (audio_emb, face_emb), batch_stats = _apply_train(
           syncnet, state.syncnet, params, batch["mel"], batch["faces"],
           rng=step_key(state.rng, state.step))
-      loss, accuracy = losses.sync_loss(audio_emb, face_emb, batch["label"])
-      return loss, (accuracy, batch_stats)
+      bce, accuracy = losses.sync_loss(audio_emb, face_emb, batch["label"])
+      parts = {"bce": bce}
+      if contrastive_weight:
+        parts["contrastive"] = losses.in_batch_contrastive_loss(
+            audio_emb, face_emb, batch["label"], temperature)
+      if in_batch_negatives_weight:
+        parts["in_batch_negatives"] = losses.in_batch_negatives_bce(audio_emb, face_emb)
+      loss = (bce + contrastive_weight * parts.get("contrastive", 0.0)
+              + in_batch_negatives_weight * parts.get("in_batch_negatives", 0.0))
+      return loss, (parts, accuracy, batch_stats)
 
-    (loss, (accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.syncnet.params)
+    (loss, (parts, accuracy, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.syncnet.params)
     updated = _apply_update(state.syncnet, grads, batch_stats, tx)
     syncnet_state, finite = _keep_if_not_finite(state.syncnet, updated, {"loss": loss})
-    metrics = {"loss": loss, "accuracy": accuracy, "skipped": 1.0 - finite.astype(jnp.float32)}
+    metrics = {"loss": loss, **parts, "accuracy": accuracy,
+               "skipped": 1.0 - finite.astype(jnp.float32)}
     return state.replace(step=state.step + 1, syncnet=syncnet_state), metrics
 
   return step

@@ -178,7 +178,12 @@ def train_syncnet(config: ml_collections.ConfigDict, workdir: str
       syncnet=state_lib.init_model_state(
           syncnet, tx, jax.random.key(config.seed), (example["mel"], example["faces"]),
           init_variables))
-  train = sharding.jit_train_step(steps.make_syncnet_train_step(syncnet, tx), data.mesh, state)
+  loss_config = config.get("loss") or {}
+  train = sharding.jit_train_step(
+      steps.make_syncnet_train_step(syncnet, tx, loss_config.get("contrastive_weight", 0.0),
+                                    loss_config.get("temperature", 0.1),
+                                    loss_config.get("in_batch_negatives_weight", 0.0)),
+      data.mesh, state)
   evaluate = sharding.jit_eval_step(steps.make_syncnet_eval_step(syncnet), data.mesh, state)
 
   def train_step(state, batch):

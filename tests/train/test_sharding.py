@@ -80,8 +80,9 @@ def _run_check() -> None:
                      ("sharded", sharding.make_mesh())):
     put = lambda tree: jax.device_put(tree, sharding.replicated(mesh))
     batch = lambda tree: sharding.make_global_batch(mesh, tree)
-    sync_step = sharding.jit_train_step(steps.make_syncnet_train_step(syncnet, tx), mesh,
-                                        syncnet_state)
+    # With the in-batch contrastive term: its (B, B) similarity matrix spans all shards.
+    sync_step = sharding.jit_train_step(
+        steps.make_syncnet_train_step(syncnet, tx, contrastive_weight=0.5), mesh, syncnet_state)
     gen_step = sharding.jit_train_step(
         steps.make_generator_train_step(generator, tx, syncnet, None, None, 0.0, 0.0),
         mesh, gen_state, num_replicated_args=1, num_outputs=3, batch_outputs=(2,))

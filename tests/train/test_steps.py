@@ -35,6 +35,27 @@ def test_sync_weight_switches_on_below_threshold_and_stays_on():
   np.testing.assert_allclose(state_lib.update_sync_weight(on, 5.0, config).sync_weight, 0.03)
 
 
+def test_optimizer_warmup_and_cosine_decay_scale_the_adam_step():
+  """Adam's first step moves each weight by ~lr(0); later steps follow the schedule."""
+  def update_sizes(config):
+    tx = state_lib.make_optimizer(ml_collections.ConfigDict(config))
+    params = {"w": jnp.zeros(3)}
+    opt_state, sizes = tx.init(params), []
+    for _ in range(12):
+      updates, opt_state = tx.update({"w": jnp.ones(3)}, opt_state, params)
+      sizes.append(float(jnp.abs(updates["w"][0])))
+    return np.array(sizes)
+
+  adam = {"learning_rate": 0.1, "b1": 0.9, "b2": 0.999}
+  np.testing.assert_allclose(update_sizes(adam), 0.1, rtol=1e-4)  # constant gradients
+  warm = update_sizes({**adam, "warmup_steps": 4})
+  np.testing.assert_allclose(warm[:5], [0.0, 0.025, 0.05, 0.075, 0.1], rtol=1e-4, atol=1e-7)
+  cosine = update_sizes({**adam, "warmup_steps": 2, "cosine_decay_steps": 8})
+  expected = 0.1 * 0.5 * (1 + np.cos(np.pi * np.arange(9) / 8))
+  np.testing.assert_allclose(cosine[2:11], expected, rtol=1e-4, atol=1e-7)
+  assert cosine[11] == 0.0
+
+
 def test_collect_stops_naming_the_step_and_the_loss():
   finite = {"loss": jnp.float32(1.0), "l1": jnp.float32(0.5)}
   bad = {"loss": jnp.float32(np.nan), "l1": jnp.float32(0.5)}
