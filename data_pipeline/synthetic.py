@@ -8,11 +8,14 @@ with a varying pitch, shaped by the formant resonators of the vowel (classes /a/
 dark interior, teeth when spread) has one target shape per class, closed in silence,
 eased between syllables.
 
-Alignment, stated exactly: video frame i shows the mouth of the instant at the centre
-of its mel window, `(audio.mel_window_start(i, fps) + (MEL_WINDOW - 1) / 2) / 80` s
-(the window spans about i / fps .. i / fps + 0.2 s). So the mouth of frame i is a
-function of the audio inside `audio.mel_window(mel, i, fps)`, in the project's single
-frame -> mel convention, and lip-sync is measurable against the ground truth.
+Alignment, stated exactly: video frame i shows the mouth of the instant
+`(i + 0.5) / fps` s, the middle of the frame's display interval, as a filmed mouth
+shows the sound it makes at that moment (`frame_times`). Frame i's mel window
+(`audio.mel_window(mel, i, fps)`, 16 mel frames from about i / fps) therefore starts
+with the sound frame i shows, and the 0.2 s window of frame s spans the sounds of the
+5 frames s .. s + 4 that SyncNet pairs with it (mouth instants s / fps + 0.02 ..
+s / fps + 0.18 s). So lip-sync is measurable against the ground truth in the
+project's single frame -> mel convention, the one Wav2Lip's training assumes of real video.
 
 This is the project's embedded default dataset and learning benchmark.
 """
@@ -58,7 +61,7 @@ class SyntheticClip:
   frames: uint8 (T, H, W, 3) RGB. wav: float32 (T * 640,) at 16 kHz.
   boxes: int32 (T, 4) face box x1, y1, x2, y2 (pixels, x2/y2 exclusive).
   mouth_open, mouth_width, mouth_round: float32 (T,) ground-truth mouth parameters.
-  vowel: int32 (T,) index into `VOWELS` of the sound at the frame's mel-window centre.
+  vowel: int32 (T,) index into `VOWELS` of the sound at the frame's instant (`frame_times`).
   segments: ((start_s, end_s, vowel index), ...) covering [0, T / fps).
   """
   frames: np.ndarray
@@ -72,11 +75,9 @@ class SyntheticClip:
   segments: tuple[tuple[float, float, int], ...]
 
 
-def window_centre_times(num_frames: int, fps: float = FPS,
-                        offset_frames: int = 0) -> np.ndarray:
-  """float64 (num_frames,) centre time in s of each frame's mel window."""
-  starts = np.array([audio.mel_window_start(i, fps, offset_frames) for i in range(num_frames)])
-  return (starts + (audio.MEL_WINDOW - 1) / 2) / audio.MEL_FRAMES_PER_SECOND
+def frame_times(num_frames: int, fps: float = FPS) -> np.ndarray:
+  """float64 (num_frames,) the instant in s whose mouth frame i shows: (i + 0.5) / fps."""
+  return (np.arange(num_frames) + 0.5) / fps
 
 
 def vowel_at(segments, times_s: np.ndarray) -> np.ndarray:
@@ -189,12 +190,12 @@ def make_clip(seed: int, seconds: float = 3.0, frame_size: int = 128) -> Synthet
   wav = synthesize_speech(rng, segments, num_frames * SAMPLE_RATE // FPS,
                           base_pitch_hz=rng.uniform(85, 230),
                           formant_scale=rng.uniform(0.92, 1.15))
-  centres = window_centre_times(num_frames)
-  mouth = mouth_trajectory(segments, centres)
+  instants = frame_times(num_frames)
+  mouth = mouth_trajectory(segments, instants)
   frames, boxes = synthetic_faces.render(rng, mouth, frame_size)
   return SyntheticClip(frames=frames, wav=wav, fps=float(FPS), boxes=boxes,
                        mouth_open=mouth[:, 0], mouth_width=mouth[:, 1],
-                       mouth_round=mouth[:, 2], vowel=vowel_at(segments, centres),
+                       mouth_round=mouth[:, 2], vowel=vowel_at(segments, instants),
                        segments=segments)
 
 
@@ -211,7 +212,8 @@ def sidecar(clip: SyntheticClip) -> dict:
                 "vowel": clip.vowel.tolist()},
       "vowel_names": list(VOWELS),
       "segments": [[round(s, 4), round(e, 4), v] for s, e, v in clip.segments],
-      "alignment": "mouth of frame i = state at the centre of audio.mel_window(mel, i, fps)",
+      "alignment": "mouth of frame i = state at (i + 0.5) / fps s, the start of "
+                   "audio.mel_window(mel, i, fps)",
   }
 
 

@@ -151,15 +151,17 @@ def stamped_frames(images: np.ndarray) -> tuple[int, list[int]]:
 
 
 def sounding_vowels(truth, mel: np.ndarray, window: np.ndarray, times_after_s) -> np.ndarray:
-  """Vowel classes sounding at the centre of the mel `window` (80, 16) + `times_after_s`.
+  """Vowel classes sounding at the instant of the frame whose mel window is `window`
+  (80, 16), plus `times_after_s` (the synthetic convention: frame i shows (i + 0.5) / fps).
 
   The window is located in `mel` by exact match; where silence repeats, every
   match is silent throughout, so the first is as good as any.
   """
   start = next(s for s in range(mel.shape[1] - audio.MEL_WINDOW + 1)
                if np.array_equal(mel[:, s:s + audio.MEL_WINDOW], window))
-  centre_s = (start + (audio.MEL_WINDOW - 1) / 2) / audio.MEL_FRAMES_PER_SECOND
-  return synthetic.vowel_at(truth.segments, centre_s + np.asarray(times_after_s))
+  frame = next(i for i in range(start + 1) if audio.mel_window_start(i, truth.fps) >= start)
+  instant_s = synthetic.frame_times(frame + 1, truth.fps)[frame]
+  return synthetic.vowel_at(truth.segments, instant_s + np.asarray(times_after_s))
 
 
 def test_syncnet_pairs_on_synthetic_speech_are_in_sync(synthetic_clips):

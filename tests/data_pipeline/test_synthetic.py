@@ -33,9 +33,9 @@ def test_clip_layout_and_alignment_definition(clips):
   starts, ends = zip(*[(s, e) for s, e, _ in clip.segments])
   assert starts[0] == 0 and ends[-1] == 3.0 and starts[1:] == ends[:-1]
   for i in range(75):
-    # Closed form of the documented alignment: the centre of frame i's mel window.
-    centre = (int(80 * i / 25) + 7.5) / 80
-    sounding = [v for s, e, v in clip.segments if s <= centre < e] or [clip.segments[-1][2]]
+    # Closed form of the documented alignment: the middle of frame i's interval.
+    instant = (i + 0.5) / 25
+    sounding = [v for s, e, v in clip.segments if s <= instant < e] or [clip.segments[-1][2]]
     assert clip.vowel[i] == sounding[0]
 
 
@@ -124,8 +124,9 @@ def test_vowel_audio_has_its_formant_energy_where_expected(clips):
                                                                  low_centroid[I])
 
 
-def window_features(clip_list, shift_frames=0):
-  """Gain-normalised mean spectrum of each frame's mel window (optionally shifted)."""
+def window_features(clip_list, shift_frames=0, columns=4):
+  """Gain-normalised mean spectrum of the first `columns` mel frames (50 ms) of each
+  frame's mel window (optionally shifted): where the convention puts the frame's sound."""
   features, labels = [], []
   for clip in clip_list:
     mel = audio.melspectrogram(clip.wav)
@@ -133,7 +134,7 @@ def window_features(clip_list, shift_frames=0):
       start = audio.mel_window_start(i + shift_frames, clip.fps)
       if start < 0 or start + audio.MEL_WINDOW > mel.shape[1]:
         continue
-      spectrum = audio.mel_window(mel, i + shift_frames, clip.fps).mean(axis=1)
+      spectrum = audio.mel_window(mel, i + shift_frames, clip.fps)[:, :columns].mean(axis=1)
       features.append(spectrum - spectrum.mean())
       labels.append(vowel)
   return np.array(features), np.array(labels)
