@@ -38,6 +38,8 @@ import time
 from absl import app
 from absl import flags
 
+from lipsync_jax import host_memory
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import cpu_threads  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_bench_util  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -156,6 +158,7 @@ def _worker(spec: str, batch: int, iters: int, threads: int) -> None:
   """Runs one row in this process and prints it as a `RESULT {json}` line."""
   model, framework, dtype = spec.split(",")
   cpu_threads.limit_cpu_threads(threads)
+  host_memory.reuse_freed_memory()  # as the training tools do; both frameworks alike
   row = (_jax_row(model, dtype, batch, iters) if framework == "jax"
          else _torch_row(model, batch, iters, threads))
   row["peak_mib"] = train_bench_util.peak_rss_mib()

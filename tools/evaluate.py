@@ -32,6 +32,7 @@ from lipsync_jax import audio
 from lipsync_jax import checkpoints
 from lipsync_jax import evaluation
 from lipsync_jax import faces
+from lipsync_jax import host_memory
 from lipsync_jax import inference
 from lipsync_jax import video
 
@@ -136,6 +137,7 @@ def write_json(path, content):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  host_memory.reuse_freed_memory()  # before the first XLA computation
   if not flags.FLAGS["verbosity"].present:  # Keep library INFO logs off stderr.
     logging.set_verbosity(logging.WARNING)
   warnings, lpips_fn, lpips_name = [], None, None

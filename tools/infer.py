@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from lipsync_jax import audio
 from lipsync_jax import checkpoints
 from lipsync_jax import faces
+from lipsync_jax import host_memory
 from lipsync_jax import inference
 from lipsync_jax import video
 
@@ -102,6 +103,7 @@ def _check_outfile(path):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  host_memory.reuse_freed_memory()  # before the first XLA computation
   if not _EXPORT.value and not (_FACE.value and _AUDIO.value):
     raise app.UsageError("--face and --audio are required (unless --export)")
   if bool(_FACE.value) != bool(_AUDIO.value):

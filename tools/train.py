@@ -14,6 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from data_pipeline.sources import DatasetError
+from lipsync_jax import host_memory
 from lipsync_jax.train import components, trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
@@ -26,6 +27,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
+  host_memory.reuse_freed_memory()  # before the first XLA computation
   try:
     trainer.train_generator(_CONFIG.value, _WORKDIR.value)
   except (components.ConfigError, DatasetError, trainer.NonFiniteLossError,
