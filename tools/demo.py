@@ -30,8 +30,8 @@ from absl import app, flags, logging
 import numpy as np
 
 from data_pipeline import preprocess, records, sources, synthetic
-from lipsync_jax import (audio, checkpoints, convert, demo_metrics, evaluation, inference,
-                         video)
+from lipsync_jax import (audio, checkpoints, convert, demo_metrics, evaluation, host_memory,
+                         inference, video)
 from lipsync_jax.train import components, trainer
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/demo", "Where everything is written.")
@@ -96,8 +96,9 @@ def _set(config, dotted: str, value) -> None:
 
 
 def _data_paths(config, workdir: pathlib.Path, steps: int | None):
-  if steps is not None:
+  if steps is not None:  # The learning-rate decay ends with the run.
     config.num_train_steps = steps
+    config.optimizer.cosine_decay_steps = steps - config.optimizer.get("warmup_steps", 0)
   config.data.train_path = str(workdir / "records" / "train")
   config.data.eval_path = str(workdir / "records" / "eval")
   return config
@@ -113,7 +114,8 @@ def train_syncnet(workdir: pathlib.Path) -> str:
   """Stage 3; returns the exported SyncNet folder."""
   config = _data_paths(demo_config("syncnet"), workdir, _SYNCNET_STEPS.value)
   trainer.train_syncnet(config, str(workdir / "syncnet"))
-  variables = components.load_variables(str(workdir / "syncnet"), "syncnet", "syncnet")
+  final = workdir / "syncnet" / "checkpoints" / str(config.num_train_steps)
+  variables = components.load_variables(str(final), "syncnet", "syncnet")
   return _export(workdir / "export" / "syncnet", variables, {
       "model": "syncnet", "channel_order": "rgb", "source": "tools/demo.py",
       "model_config": dict(config.get("syncnet_kwargs") or {})})
@@ -124,12 +126,14 @@ def train_generator(workdir: pathlib.Path, name: str = "generator",
   """Stage 4 (or an ablation); returns the exported generator folder."""
   config = _data_paths(demo_config("generator"), workdir,
                        _GENERATOR_STEPS.value)
-  config.expert.checkpoint = str(workdir / "syncnet")
+  config.expert.checkpoint = str(workdir / "export" / "syncnet")
   for dotted, value in overrides:
     _set(config, dotted, value)
   trainer.train_generator(config, str(workdir / name))
-  variables = components.load_variables(str(workdir / name), "wav2lip", "generator",
-                                        "l1_plus_sync")
+  # The final step (the end of the learning-rate decay), not the best by eval
+  # l1_plus_sync: on a few eval batches the sync term is mostly noise.
+  final = workdir / name / "checkpoints" / str(config.num_train_steps)
+  variables = components.load_variables(str(final), "wav2lip", "generator")
   model_config = {"img_size": config.img_size, **dict(config.model.kwargs)}
   return _export(workdir / "export" / name, variables, {
       "model": config.model.name, "channel_order": "rgb", "source": "tools/demo.py",
@@ -249,6 +253,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
+  host_memory.reuse_freed_memory()  # before the first XLA computation
   workdir = pathlib.Path(_WORKDIR.value)
   watch = Stopwatch()
   start = time.perf_counter()
