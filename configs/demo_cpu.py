@@ -36,7 +36,8 @@ Measured (`python tools/demo.py`, 96 train / 8 held-out clips, 2 quiet CPU cores
 386, evaluation 24, video 1); SyncNet held-out accuracy 0.939; the generator's mouth
 open error beats the copy-the-reference baseline (0.386 vs 0.454) but its mouth L1
 and PSNR do not (0.047 / 21.46 dB vs 0.040 / 21.70 dB): 320 steps leave the face
-blurry (upper-half L1 ~0.029 although those pixels are an input).
+blurry (upper-half L1 ~0.029 although those pixels are an input). 1000 steps of
+the same recipe (cosine over 1000) still lose: 0.044 / 21.53 dB / 0.406.
 """
 
 import ml_collections
