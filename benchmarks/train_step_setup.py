@@ -127,8 +127,8 @@ def build_train_step(model: str, dtype: str, batch_size: int, seed: int = 0) -> 
   expert = components.build_syncnet(config, dtype="float32")
   discriminator = (components.build_discriminator(config) if loss_config.adversarial_weight
                    else None)
-  tx = state_lib.make_optimizer(config.optimizer)
-  disc_tx = state_lib.make_optimizer(config.disc_optimizer)
+  tx = state_lib.make_optimizer(config.optimizer, config.num_train_steps)
+  disc_tx = state_lib.make_optimizer(config.disc_optimizer, config.num_train_steps)
   host_batch = random_batch(batch_size, config.img_size, seed)
   keys = jax.random.split(jax.random.key(seed), 2)
   state = state_lib.GeneratorTrainState(

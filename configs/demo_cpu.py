@@ -75,7 +75,7 @@ def _syncnet() -> ml_collections.ConfigDict:
   config.init_checkpoint = ""
   config.optimizer = ml_collections.ConfigDict({
       "learning_rate": 2e-3, "b1": 0.9, "b2": 0.999, "warmup_steps": 30,
-      "cosine_decay_steps": 570})
+      "cosine_decay": True})
   # Wav2Lip's BCE of the cosine learns too slowly for a CPU budget (0.84 held-out
   # accuracy after 300-800 steps); the in-batch terms use the batch's other pairs.
   config.loss = ml_collections.ConfigDict({"contrastive_weight": 1.0, "temperature": 0.1,
@@ -109,7 +109,7 @@ def _generator() -> ml_collections.ConfigDict:
   config.init_checkpoint = ""
   adam = {"learning_rate": 3e-3, "b1": 0.5, "b2": 0.999}
   config.optimizer = ml_collections.ConfigDict({**adam, "warmup_steps": 20,
-                                                "cosine_decay_steps": 300})
+                                                "cosine_decay": True})
   config.disc_optimizer = ml_collections.ConfigDict(adam)
   return config
 

@@ -98,7 +98,6 @@ def _set(config, dotted: str, value) -> None:
 def _data_paths(config, workdir: pathlib.Path, steps: int | None):
   if steps is not None:  # The learning-rate decay ends with the run.
     config.num_train_steps = steps
-    config.optimizer.cosine_decay_steps = steps - config.optimizer.get("warmup_steps", 0)
   config.data.train_path = str(workdir / "records" / "train")
   config.data.eval_path = str(workdir / "records" / "eval")
   return config

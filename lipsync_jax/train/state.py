@@ -70,15 +70,19 @@ class GeneratorTrainState:
   sync_weight: jnp.ndarray
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(config: ml_collections.ConfigDict,
+                   num_train_steps: int | None = None) -> optax.GradientTransformation:
   """Adam from a config with fields `learning_rate`, `b1`, `b2` and optionally
-  `grad_clip_norm`, `warmup_steps` (linear from 0) and `cosine_decay_steps` (cosine
-  decay to 0 over that many steps, counted after the warm-up; 0 keeps it constant)."""
+  `grad_clip_norm`, `warmup_steps` (linear from 0) and `cosine_decay` (True: cosine
+  decay to 0 at `num_train_steps`, the end of the run; a run that ends inside the
+  warm-up has no decay). Without either the learning rate is constant."""
   learning_rate = config.learning_rate
-  warmup, decay = config.get("warmup_steps", 0), config.get("cosine_decay_steps", 0)
-  if decay:
-    learning_rate = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup,
-                                                       warmup + decay)
+  warmup = config.get("warmup_steps", 0)
+  if config.get("cosine_decay"):
+    if num_train_steps is None:
+      raise ValueError("cosine_decay needs the run's num_train_steps")
+    learning_rate = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, warmup, max(num_train_steps, warmup + 1))
   elif warmup:
     learning_rate = optax.linear_schedule(0.0, config.learning_rate, warmup)
   tx = optax.adam(learning_rate, b1=config.b1, b2=config.b2)

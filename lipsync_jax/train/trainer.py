@@ -168,7 +168,7 @@ def train_syncnet(config: ml_collections.ConfigDict, workdir: str
   sharding.initialize_distributed(config.distributed)
   data = components.Data(config, kind="syncnet")
   syncnet = components.build_syncnet(config)
-  tx = state_lib.make_optimizer(config.optimizer)
+  tx = state_lib.make_optimizer(config.optimizer, config.num_train_steps)
   init_variables = (components.load_syncnet_variables(config.init_checkpoint, "init",
                                                       config.data.channel_order)
                     if config.get("init_checkpoint") else None)
@@ -213,8 +213,8 @@ def train_generator(config: ml_collections.ConfigDict, workdir: str
   expert = components.build_syncnet(config, dtype="float32")
   discriminator = (components.build_discriminator(config) if loss_config.adversarial_weight
                    else None)
-  tx = state_lib.make_optimizer(config.optimizer)
-  disc_tx = state_lib.make_optimizer(config.disc_optimizer)
+  tx = state_lib.make_optimizer(config.optimizer, config.num_train_steps)
+  disc_tx = state_lib.make_optimizer(config.disc_optimizer, config.num_train_steps)
   example = data.example_batch()
   frames = example["target"][:, 0]
   keys = jax.random.split(jax.random.key(config.seed), 2)

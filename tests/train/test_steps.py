@@ -37,8 +37,8 @@ def test_sync_weight_switches_on_below_threshold_and_stays_on():
 
 def test_optimizer_warmup_and_cosine_decay_scale_the_adam_step():
   """Adam's first step moves each weight by ~lr(0); later steps follow the schedule."""
-  def update_sizes(config):
-    tx = state_lib.make_optimizer(ml_collections.ConfigDict(config))
+  def update_sizes(config, num_train_steps=None):
+    tx = state_lib.make_optimizer(ml_collections.ConfigDict(config), num_train_steps)
     params = {"w": jnp.zeros(3)}
     opt_state, sizes = tx.init(params), []
     for _ in range(12):
@@ -50,7 +50,7 @@ def test_optimizer_warmup_and_cosine_decay_scale_the_adam_step():
   np.testing.assert_allclose(update_sizes(adam), 0.1, rtol=1e-4)  # constant gradients
   warm = update_sizes({**adam, "warmup_steps": 4})
   np.testing.assert_allclose(warm[:5], [0.0, 0.025, 0.05, 0.075, 0.1], rtol=1e-4, atol=1e-7)
-  cosine = update_sizes({**adam, "warmup_steps": 2, "cosine_decay_steps": 8})
+  cosine = update_sizes({**adam, "warmup_steps": 2, "cosine_decay": True}, num_train_steps=10)
   expected = 0.1 * 0.5 * (1 + np.cos(np.pi * np.arange(9) / 8))
   np.testing.assert_allclose(cosine[2:11], expected, rtol=1e-4, atol=1e-7)
   assert cosine[11] == 0.0
