@@ -38,6 +38,16 @@ open error beats the copy-the-reference baseline (0.386 vs 0.454) but its mouth 
 and PSNR do not (0.047 / 21.46 dB vs 0.040 / 21.70 dB): 320 steps leave the face
 blurry (upper-half L1 ~0.029 although those pixels are an input). 1000 steps of
 the same recipe (cosine over 1000) still lose: 0.044 / 21.53 dB / 0.406.
+Tried and dropped (320 steps each, same data): an output head that corrects the
+copy-the-reference composite (in logit or pixel space, or a GANimation-style blend
+with a learned mask) starts at the baseline and, under L1, stays there (4 of 5 runs
+ended within 2e-4 of it; one reached 0.038 / 22.05 dB / 0.372, not reproducible
+with a narrower audio encoder); the expert's audio encoder as the generator's
+initialisation gave 0.047 / 21.41 dB / 0.409; the sync loss switched on at step 160
+(weight 0.03) gave 0.053 / 21.36 dB / 0.399 with the plain head and, with the
+logit-space head, 0.049 / 19.22 dB / 0.351 (streaks that fool the small expert); pasting the input's upper half over the output (so the
+loss is the lower half's) gave 0.047 / 21.72 dB / 0.395; SAM without its FFC
+(`use_ffc=False`) is 15% faster per step but 0.049 / 21.31 dB / 0.389.
 """
 
 import ml_collections
