@@ -66,6 +66,20 @@ def build_discriminator(config: ml_collections.ConfigDict) -> QualityDiscriminat
   return QualityDiscriminator(img_size=config.img_size, dtype=_dtype(config))
 
 
+def restore_state_on_this_host(path: pathlib.Path) -> PyTree:
+  """A saved train state, every array whole on this process's first device.
+
+  Works whatever mesh saved it (one device, 8 GPUs, several hosts): the target
+  sharding is given, not taken from the checkpoint, so a pod's checkpoint loads
+  in a notebook.
+  """
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path.absolute()).item_metadata)
+  return checkpointer.restore(path.absolute(), target)
+
+
 def _restore_variables(path: pathlib.Path, model_key: str, best_metric: str,
                        channel_order: str | None) -> PyTree | None:
   """Variables from a workdir of ours (best checkpoint by `best_metric`, else the
@@ -90,7 +104,7 @@ def _restore_variables(path: pathlib.Path, model_key: str, best_metric: str,
     if step is None:
       return None
     path = path / str(step)
-  state = ocp.StandardCheckpointer().restore((path / "state").absolute())
+  state = restore_state_on_this_host(path / "state")
   model_state = state.get(model_key) if isinstance(state, dict) else None
   if model_state is None:
     return None

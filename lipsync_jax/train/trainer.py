@@ -53,12 +53,18 @@ class Checkpointer:
                                            best_fn=lambda m: m[best_metric], best_mode="min")
     self._manager = ocp.CheckpointManager(directory.absolute(), options=options)
 
-  def restore_latest(self, state: PyTree, iterator: grain.DatasetIterator) -> PyTree:
-    """The latest saved state (iterator restored in place), or `state` if none."""
+  def restore_latest(self, state: PyTree, iterator: grain.DatasetIterator,
+                     target: jax.sharding.Sharding) -> PyTree:
+    """The latest saved state (iterator restored in place), or `state` if none.
+
+    The state is read straight into `target` (the mesh's replicated sharding): each
+    process reads its own copy, with no transfer between hosts.
+    """
     step = self._manager.latest_step()
     if step is None:
       return state
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=target), state)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract),
         data=grain.checkpoint.CheckpointRestore(iterator)))
@@ -131,7 +137,8 @@ def _train_loop(config, workdir, state, train_step, eval_fn, data, checkpoint_me
                               checkpoint_metric)
   reporter = components.Reporter(workdir / "tensorboard", config.num_train_steps)
   try:
-    state = checkpointer.restore_latest(state, data.train_iterator)
+    state = checkpointer.restore_latest(state, data.train_iterator,
+                                        sharding.replicated(data.mesh))
     state = jax.device_put(state, sharding.replicated(data.mesh))
     first_step = int(state.step)
     pending = []
