@@ -21,7 +21,7 @@ generator). Sizes are cut so the whole demo fits 10 minutes on 2 CPU cores:
   (`loss`) reach 0.94 in 600 steps.
 - AttnWav2Lip widths (16, 32, 64, 128), one block per stage, batch 4 windows
   (20 frames, 97 GFLOP and ~0.94 s per step here), Adam 3e-3 (b1 0.5) with warm-up
-  and cosine decay over 320 steps. Eval L1 after 300 steps (single runs):
+  and cosine decay over 288 steps. Eval L1 after 300 steps (single runs):
   0.043 / 0.036 / 0.034 at peak learning rates 1e-3 / 2e-3 / 3e-3; halving every
   width (0.54 s per step) learned slower per step than it saved.
 - lpips_weight 0: LPIPS here could only run on a RANDOM VGG16 backbone (no
@@ -32,12 +32,13 @@ generator). Sizes are cut so the whole demo fits 10 minutes on 2 CPU cores:
 - The sync loss follows the recipe (on once the eval sync loss < 0.75); on the
   demo's blurry early outputs the expert's sync loss stays near 3, so it stays off.
 Measured (`python tools/demo.py`, 96 train / 8 held-out clips, 2 quiet CPU cores,
-2026-11-27; the run is deterministic): 9 min 45 s (data 17, SyncNet 151, generator
-386, evaluation 24, video 1); SyncNet held-out accuracy 0.939; the generator's mouth
-open error beats the copy-the-reference baseline (0.386 vs 0.454) but its mouth L1
-and PSNR do not (0.047 / 21.46 dB vs 0.040 / 21.70 dB): 320 steps leave the face
-blurry (upper-half L1 ~0.029 although those pixels are an input). 1000 steps of
-the same recipe (cosine over 1000) still lose: 0.044 / 21.53 dB / 0.406.
+2026-11-27; the run is deterministic): 9 min 16 s (data 17, SyncNet 153, generator
+359, evaluation 21, video 1); SyncNet held-out accuracy 0.939; the generator's mouth
+open error beats the copy-the-reference baseline (0.390 vs 0.454) but its mouth L1
+and PSNR do not (0.052 / 21.08 dB vs 0.040 / 21.70 dB): the face is still blurry
+(upper-half L1 ~0.03 although those pixels are an input). 320 steps gave 0.047 /
+21.46 dB / 0.386 but took 9 min 45 s to 10 min 8 s in all (the generator stage
+varies by ~20 s between runs here); 1000 steps still lose: 0.044 / 21.53 dB / 0.406.
 Tried and dropped (320 steps each, same data): an output head that corrects the
 copy-the-reference composite (in logit or pixel space, or a GANimation-style blend
 with a learned mask) starts at the baseline and, under L1, stays there (4 of 5 runs
@@ -99,11 +100,11 @@ def _generator() -> ml_collections.ConfigDict:
   config.batch_size = 4
   config.eval_batch_size = 4
   config.num_eval_batches = 2
-  config.num_train_steps = 320
+  config.num_train_steps = 288
   config.log_every_steps = 40
-  config.eval_every_steps = 160
-  config.checkpoint_every_steps = 320
-  config.image_every_steps = 160
+  config.eval_every_steps = 144
+  config.checkpoint_every_steps = 288
+  config.image_every_steps = 144
   config.data.mel_offset_frames = 0
   config.model = ml_collections.ConfigDict()
   config.model.name = "attn_wav2lip"
