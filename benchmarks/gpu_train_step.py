@@ -30,6 +30,13 @@ on CPU) is per row.
 
 On CPU the script runs too (`--tiny`), but the numbers say nothing about a GPU;
 no peak is known for a CPU, so "% peak" needs `--peak_tflops` there.
+
+Compilation is the long part on a GPU. On one H200 (jax 0.11.2, CUDA 13,
+2026-11-27) no row finished: AttnWav2Lip float32 batch 16 and 64 and bfloat16
+batch 16 took over 100 s each, and AttnWav2Lip bfloat16 batch 64 was still in
+XLA's convolution autotuner after 185 s; Wav2Lip rows did not finish in 95 s.
+Rows are printed as they finish, so a run cut short keeps what it measured:
+time one row per call with `--timeout` of 400 s or more.
 """
 
 import math
@@ -91,8 +98,11 @@ def _worker(spec: str, iters: int, warmup: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import train_step_setup  # pylint: disable=g-import-not-at-top
   model, dtype, batch = spec.split(",")
+  started = time.perf_counter()
   train_step = train_step_setup.build_train_step(model, dtype, int(batch))
+  print(f"built in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
   compiled = train_step.compile()
+  print(f"compiled in {compiled['compile_s']:.0f} s", file=sys.stderr, flush=True)
   state = train_step.state
   for _ in range(warmup):
     state, loss = train_step.run(state)
@@ -123,51 +133,53 @@ def main(argv):
     if model not in train_bench_util.MODELS:
       sys.exit(f"benchmarks/gpu_train_step.py: unknown model {model!r} "
                f"(choose from {sorted(train_bench_util.MODELS)})")
-  rows = []
+  header = (f"{'generator':<12} {'losses':<24} {'compute':<9} {'batch':>5} {'frames':>6} "
+            f"{'compile s':>9} {'ms/step':>9} {'frames/s':>9} {'GFLOP/step':>10} "
+            f"{'(HLO)':>9} {'TFLOP/s':>8} {'peak':>7} {'% peak':>7} {'memory':>13}")
+  print(f"Generator training step, 96x96, T=5 frames per sample, mean of {iters} steps after "
+        f"{warmup} warm-up step(s); each row is printed when its subprocess ends")
+  print(header)
+  print("-" * len(header), flush=True)
+  done, peak_notes = [], set()
   for model in _MODELS.value:
     for dtype in _DTYPES.value:
       for batch in batch_sizes:
         print(f"running {model} {dtype} batch {batch} ...", file=sys.stderr, flush=True)
         args = [f"--iters={iters}", f"--warmup={warmup}"]
-        rows.append((model, dtype, int(batch), train_bench_util.run_worker(
-            __file__, f"{model},{dtype},{batch}", args, _TIMEOUT.value)))
+        row = train_bench_util.run_worker(__file__, f"{model},{dtype},{batch}", args,
+                                          _TIMEOUT.value)
+        print(_format_row(model, dtype, int(batch), row, peak_notes), flush=True)
+        if "error" not in row:
+          done.append(row)
+  if done:
+    print(f"device: {done[0]['device']} ({done[0]['version']})")
+    if done[0]["platform"] == "cpu":
+      print("NOTE: running on CPU (smoke run); these numbers say nothing about a GPU.")
+  print("GFLOP/step: XLA cost analysis of the compiled step(s), generator + discriminator "
+        "(HLO: of the unoptimised program). TFLOP/s = GFLOP/step / step time.")
+  for note in sorted(peak_notes):
+    print(f"peak TFLOP/s for {note}")
 
-  done = [r for *_, r in rows if "error" not in r]
-  device = done[0]["device"] if done else "unknown device"
-  version = done[0]["version"] if done else ""
-  print(f"\nGenerator training step on {device} ({version}), 96x96, T=5 frames per sample, "
-        f"mean of {iters} steps after {warmup} warm-up step(s)")
-  if done and done[0]["platform"] == "cpu":
-    print("NOTE: running on CPU (smoke run); these numbers say nothing about a GPU.")
-  header = (f"{'generator':<12} {'losses':<24} {'compute':<9} {'batch':>5} {'frames':>6} "
-            f"{'compile s':>9} {'ms/step':>9} {'frames/s':>9} {'GFLOP/step':>10} "
-            f"{'(HLO)':>9} {'TFLOP/s':>8} {'peak':>7} {'% peak':>7} {'memory':>13}")
-  print(header)
-  print("-" * len(header))
-  peak_notes = set()
-  for model, dtype, batch, row in rows:
-    name = train_bench_util.NAMES[model]
-    if "error" in row:
-      print(f"{name:<12} {'':<24} {dtype:<9} {batch:>5} FAILED: {row['error']}")
-      continue
-    if _PEAK_TFLOPS.value:
-      peak, note = _PEAK_TFLOPS.value, "--peak_tflops"
-    else:
-      peak, note = device_peak(row["device"], dtype)
-    peak_notes.add(f"{dtype}: {note}")
-    flops = row["flops"] if math.isfinite(row["flops"]) and row["flops"] > 0 else row["flops_hlo"]
-    achieved = flops / row["seconds"] / 1e12
-    percent = f"{100 * achieved / peak:.1f}" if peak else "n/a"
-    print(f"{name:<12} {row['recipe']:<24} {dtype:<9} {batch:>5} {row['frames']:>6} "
+
+def _format_row(model: str, dtype: str, batch: int, row: dict, peak_notes: set[str]) -> str:
+  """One table line for a worker's result (or its error); adds the peak's source to the notes."""
+  name = train_bench_util.NAMES[model]
+  if "error" in row:
+    return f"{name:<12} {'':<24} {dtype:<9} {batch:>5} FAILED: {row['error']}"
+  if _PEAK_TFLOPS.value:
+    peak, note = _PEAK_TFLOPS.value, "--peak_tflops"
+  else:
+    peak, note = device_peak(row["device"], dtype)
+  peak_notes.add(f"{dtype}: {note}")
+  flops = row["flops"] if math.isfinite(row["flops"]) and row["flops"] > 0 else row["flops_hlo"]
+  achieved = flops / row["seconds"] / 1e12
+  percent = f"{100 * achieved / peak:.1f}" if peak else "n/a"
+  return (f"{name:<12} {row['recipe']:<24} {dtype:<9} {batch:>5} {row['frames']:>6} "
           f"{row['compile_s']:>9.1f} {1000 * row['seconds']:>9.1f} "
           f"{row['frames'] / row['seconds']:>9.1f} {flops / 1e9:>10.1f} "
           f"{row['flops_hlo'] / 1e9:>9.1f} {achieved:>8.2f} "
           f"{peak if peak else 'n/a':>7} {percent:>7} {row['memory']:>13}"
           f"{'' if math.isfinite(row['loss']) else '  loss not finite!'}")
-  print("GFLOP/step: XLA cost analysis of the compiled step(s), generator + discriminator "
-        "(HLO: of the unoptimised program). TFLOP/s = GFLOP/step / step time.")
-  for note in sorted(peak_notes):
-    print(f"peak TFLOP/s for {note}")
 
 
 if __name__ == "__main__":

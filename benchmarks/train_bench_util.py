@@ -66,8 +66,10 @@ def run_worker(script: str, spec: str, args: Sequence[str], timeout_s: float) ->
   try:
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout_s,
                           check=False)
-  except subprocess.TimeoutExpired:
-    return {"error": f"timed out after {timeout_s:.0f} s"}
+  except subprocess.TimeoutExpired as e:
+    stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+    last = (stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"timed out after {timeout_s:.0f} s (last said: {last})"}
   for line in done.stdout.splitlines():
     if line.startswith(_PREFIX):
       return json.loads(line[len(_PREFIX):])
