@@ -39,6 +39,13 @@ and PSNR do not (0.052 / 21.08 dB vs 0.040 / 21.70 dB): the face is still blurry
 (upper-half L1 ~0.03 although those pixels are an input). 320 steps gave 0.047 /
 21.46 dB / 0.386 but took 9 min 45 s to 10 min 8 s in all (the generator stage
 varies by ~20 s between runs here); 1000 steps still lose: 0.044 / 21.53 dB / 0.406.
+One 2400-step run (cosine over 2400; 45 min of generator training here), evaluated
+at its checkpoints 600 / 1200 / 1800 / 2400: mouth L1 0.0465 / 0.0425 / 0.0411 /
+0.0401 (baseline 0.0398), PSNR 21.33 / 21.79 / 22.04 / 22.06 dB (above the baseline's
+21.70 from step 1200), open error 0.395 / 0.404 / 0.406 / 0.401. So more L1 training
+sharpens the face but does not make the mouth follow the audio: the open error is flat
+from step 600. That is the recipe's sync loss's job, and here it never switches on
+(the eval sync loss stays at 3.2-3.3 against the 0.75 threshold).
 Tried and dropped (320 steps each, same data): an output head that corrects the
 copy-the-reference composite (in logit or pixel space, or a GANimation-style blend
 with a learned mask) starts at the baseline and, under L1, stays there (4 of 5 runs
