@@ -45,7 +45,9 @@ at its checkpoints 600 / 1200 / 1800 / 2400: mouth L1 0.0465 / 0.0425 / 0.0411 /
 21.70 from step 1200), open error 0.395 / 0.404 / 0.406 / 0.401. So more L1 training
 sharpens the face but does not make the mouth follow the audio: the open error is flat
 from step 600. That is the recipe's sync loss's job, and here it never switches on
-(the eval sync loss stays at 3.2-3.3 against the 0.75 threshold).
+(the eval sync loss stays at 3.2-3.3 against the 0.75 threshold). Forced on from
+step 12 (weight 0.03, 288 steps), it gives the best open error yet, 0.321, at the
+cost of the image: 0.070 / 19.50 dB.
 Tried and dropped (320 steps each, same data): an output head that corrects the
 copy-the-reference composite (in logit or pixel space, or a GANimation-style blend
 with a learned mask) starts at the baseline and, under L1, stays there (4 of 5 runs
