@@ -47,7 +47,7 @@ sharpens the face but does not make the mouth follow the audio: the open error i
 from step 600. That is the recipe's sync loss's job, and here it never switches on
 (the eval sync loss stays at 3.2-3.3 against the 0.75 threshold). Forced on from
 step 12 (weight 0.03, 288 steps), it gives the best open error yet, 0.321, at the
-cost of the image: 0.070 / 19.50 dB.
+cost of the image: 0.070 / 19.50 dB; at weight 0.01, 0.054 / 21.26 dB / 0.382.
 Tried and dropped (320 steps each, same data): an output head that corrects the
 copy-the-reference composite (in logit or pixel space, or a GANimation-style blend
 with a learned mask) starts at the baseline and, under L1, stays there (4 of 5 runs
