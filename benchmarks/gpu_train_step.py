@@ -32,11 +32,12 @@ On CPU the script runs too (`--tiny`), but the numbers say nothing about a GPU;
 no peak is known for a CPU, so "% peak" needs `--peak_tflops` there.
 
 Compilation is the long part on a GPU. On one H200 (jax 0.11.2, CUDA 13,
-2026-11-27) no row finished: AttnWav2Lip float32 batch 16 and 64 and bfloat16
-batch 16 took over 100 s each, and AttnWav2Lip bfloat16 batch 64 was still in
-XLA's convolution autotuner after 185 s; Wav2Lip rows did not finish in 95 s.
-Rows are printed as they finish, so a run cut short keeps what it measured:
-time one row per call with `--timeout` of 400 s or more.
+2026-11-27) no row was timed: the first three AttnWav2Lip rows together ran
+330 s without the (then end-of-run) table being printed; Wav2Lip rows did not
+finish in 95 s each; AttnWav2Lip bfloat16 batch 64 had not finished in 185 s,
+its last log line a warning from XLA's GPU kernel timer (cuda_timer.cc), which
+the autotuner uses. Rows are now printed as they finish, so a run cut short
+keeps what it measured: time one row per call with `--timeout` of 400 s or more.
 """
 
 import math

@@ -66,12 +66,14 @@ def run_worker(script: str, spec: str, args: Sequence[str], timeout_s: float) ->
   try:
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout_s,
                           check=False)
-  except subprocess.TimeoutExpired as e:
+  except subprocess.TimeoutExpired as e:  # e.stderr: bytes (or None) whatever `text` says.
     stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-    last = (stderr.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"timed out after {timeout_s:.0f} s (last said: {last})"}
+    return {"error": f"timed out after {timeout_s:.0f} s (last said: {_last_line(stderr)})"}
   for line in done.stdout.splitlines():
     if line.startswith(_PREFIX):
       return json.loads(line[len(_PREFIX):])
-  tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-  return {"error": f"exit {done.returncode}: {tail}"}
+  return {"error": f"exit {done.returncode}: {_last_line(done.stderr)}"}
+
+
+def _last_line(text: str) -> str:
+  return (text.strip().splitlines() or ["no output"])[-1]
