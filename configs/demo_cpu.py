@@ -19,45 +19,51 @@ generator). Sizes are cut so the whole demo fits 10 minutes on 2 CPU cores:
   BCE of the cosine alone stalled at 0.83-0.84 held-out accuracy (300-800 steps,
   lr 1e-3-3e-3, widths 0.125-0.5); the in-batch InfoNCE and all-pairs BCE terms
   (`loss`) reach 0.94 in 600 steps.
-- AttnWav2Lip widths (16, 32, 64, 128), one block per stage, batch 4 windows
-  (20 frames, 97 GFLOP and ~0.94 s per step here), Adam 3e-3 (b1 0.5) with warm-up
-  and cosine decay over 288 steps. Eval L1 after 300 steps (single runs):
-  0.043 / 0.036 / 0.034 at peak learning rates 1e-3 / 2e-3 / 3e-3; halving every
-  width (0.54 s per step) learned slower per step than it saved.
+- AttnWav2Lip widths (16, 32, 64, 128), one block per stage, Adam 3e-3 (b1 0.5)
+  with warm-up and cosine decay; batch 8 windows (40 frames, ~2.6 s per step
+  here), 128 steps. Peak learning rates 1e-3 / 2e-3 / 3e-3 gave eval L1 0.043 /
+  0.036 / 0.034 after 300 steps of batch 4; halving every width (0.54 s per
+  step) learned slower per step than it saved.
+- The expert sync loss is on from the first step (`loss.sync_from_start`;
+  Wav2Lip switches it on once the eval sync loss < 0.75, which these budgets
+  never reach: it stays near 3) and L1 weighs the mouth region 5x
+  (`loss.mouth_weight`). Without them the generator ignores the audio: trained
+  on L1 alone it draws the REFERENCE's mouth (the opening of its output
+  correlates 0.62 with the reference's and -0.13 with the target's after 600
+  steps, 0.90 and -0.04 after 2400), and shuffling its audio changes its mouth
+  region by 0.003 (mean absolute, 0..1 pixels) against 0.022 for shuffling the
+  reference. With both, 0.031-0.046 against 0.030-0.035.
 - lpips_weight 0: LPIPS here could only run on a RANDOM VGG16 backbone (no
   converted weights are shipped; `lpips.backbone="random"`), i.e. a
   random-feature matching loss, not the perceptual one, and its full-size VGG16
-  on all 20 frames of a step costs more than the generator itself on CPU.
+  on all 40 frames of a step costs more than the generator itself on CPU.
   `tools/demo.py --ablations` trains with it (0.07) for comparison.
-- The sync loss follows the recipe (on once the eval sync loss < 0.75); on the
-  demo's blurry early outputs the expert's sync loss stays near 3, so it stays off.
-Measured (`python tools/demo.py`, 96 train / 8 held-out clips, 2 quiet CPU cores,
-2026-11-27; the run is deterministic): 9 min 16 s (data 17, SyncNet 153, generator
-359, evaluation 21, video 1); SyncNet held-out accuracy 0.939; the generator's mouth
-open error beats the copy-the-reference baseline (0.390 vs 0.454) but its mouth L1
-and PSNR do not (0.052 / 21.08 dB vs 0.040 / 21.70 dB): the face is still blurry
-(upper-half L1 ~0.03 although those pixels are an input). 320 steps gave 0.047 /
-21.46 dB / 0.386 but took 9 min 45 s to 10 min 8 s in all (the generator stage
-varies by ~20 s between runs here); 1000 steps still lose: 0.044 / 21.53 dB / 0.406.
-One 2400-step run (cosine over 2400; 45 min of generator training here), evaluated
-at its checkpoints 600 / 1200 / 1800 / 2400: mouth L1 0.0465 / 0.0425 / 0.0411 /
-0.0401 (baseline 0.0398), PSNR 21.33 / 21.79 / 22.04 / 22.06 dB (above the baseline's
-21.70 from step 1200), open error 0.395 / 0.404 / 0.406 / 0.401. So more L1 training
-sharpens the face but does not make the mouth follow the audio: the open error is flat
-from step 600. That is the recipe's sync loss's job, and here it never switches on
-(the eval sync loss stays at 3.2-3.3 against the 0.75 threshold). Forced on from
-step 12 (weight 0.03, 288 steps), it gives the best open error yet, 0.321, at the
-cost of the image: 0.070 / 19.50 dB; at weight 0.01, 0.054 / 21.26 dB / 0.382.
-Tried and dropped (320 steps each, same data): an output head that corrects the
-copy-the-reference composite (in logit or pixel space, or a GANimation-style blend
-with a learned mask) starts at the baseline and, under L1, stays there (4 of 5 runs
-ended within 2e-4 of it; one reached 0.038 / 22.05 dB / 0.372, not reproducible
-with a narrower audio encoder); the expert's audio encoder as the generator's
-initialisation gave 0.047 / 21.41 dB / 0.409; the sync loss switched on at step 160
-(weight 0.03) gave 0.053 / 21.36 dB / 0.399 with the plain head and, with the
-logit-space head, 0.049 / 19.22 dB / 0.351 (streaks that fool the small expert); pasting the input's upper half over the output (so the
-loss is the lower half's) gave 0.047 / 21.72 dB / 0.395; SAM without its FFC
-(`use_ffc=False`) is 15% faster per step but 0.049 / 21.31 dB / 0.389.
+Generator runs on the same data (96 train / 8 held-out clips; mouth L1 / PSNR dB /
+open error on the 600 held-out frames; copy-the-reference 0.040 / 21.70 / 0.454;
+single runs, 2 CPU cores; +-0.003 / 0.3 dB between otherwise equal runs):
+  batch 4, 288 steps, L1 only (the previous demo)       0.052 / 21.08 / 0.390
+  the same, 2400 steps (45 min)                          0.040 / 22.06 / 0.401
+  batch 4, 288, sync 0.03 from step 12                   0.070 / 19.50 / 0.321
+  batch 4, 288, sync 0.01 from step 12                   0.054 / 21.26 / 0.382
+  batch 4, 288, sync 0.03 + mouth 5x + upper half pasted 0.061 / 20.76 / 0.287
+  batch 8, 144, sync 0.03 + mouth 5x                     0.050 / 21.74 / 0.287
+  batch 8, 144, the same + upper half pasted             0.059 / 20.37 / 0.297
+  batch 6, 160, sync 0.03 + mouth 5x                     0.055 / 21.01 / 0.338
+  batch 8, 128, sync 0.03 + mouth 5x (this config)       0.052 / 21.05 / 0.226
+  1-frame windows, batch 20, 288, L1 only                0.040 / 22.15 / 0.398
+  the same + mouth 5x                                    0.039 / 22.43 / 0.394
+The last two show where the image fidelity comes from: 20 clips per step instead
+of 4-8 (the skin around the mouth is then as close as the reference's, L1 0.022),
+but 1-frame windows leave nothing for the sync loss (5 frames) and their mouths
+ignore the audio as above. Starting the sync loss from such a generator (100 more
+steps) gave 0.054 / 21.48 / 0.387. So in 6 CPU minutes this recipe buys a mouth
+that follows the audio, not yet a face sharper than the reference's.
+Also tried and dropped earlier (320 steps each, batch 4): an output head that
+corrects the copy-the-reference composite (in logit or pixel space, or a
+GANimation-style blend with a learned mask) stays at the baseline under L1; the
+expert's audio encoder as the generator's initialisation: 0.047 / 21.41 / 0.409;
+SAM without its FFC (`use_ffc=False`) is 15% faster per step but 0.049 / 21.31 /
+0.389.
 """
 
 import ml_collections
@@ -106,14 +112,14 @@ def _syncnet() -> ml_collections.ConfigDict:
 def _generator() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   _common(config)
-  config.batch_size = 4
-  config.eval_batch_size = 4
+  config.batch_size = 8
+  config.eval_batch_size = 8
   config.num_eval_batches = 2
-  config.num_train_steps = 288
-  config.log_every_steps = 40
-  config.eval_every_steps = 144
-  config.checkpoint_every_steps = 288
-  config.image_every_steps = 144
+  config.num_train_steps = 128
+  config.log_every_steps = 32
+  config.eval_every_steps = 64
+  config.checkpoint_every_steps = 128
+  config.image_every_steps = 64
   config.data.mel_offset_frames = 0
   config.model = ml_collections.ConfigDict()
   config.model.name = "attn_wav2lip"
@@ -122,8 +128,8 @@ def _generator() -> ml_collections.ConfigDict:
       "use_cbam": True, "use_semantic_alignment": True, "use_ffc": True,
       "cbam_reduction": 4})
   config.loss = ml_collections.ConfigDict({
-      "sync_weight": 0.03, "sync_threshold": 0.75, "lpips_weight": 0.0,
-      "adversarial_weight": 0.0})
+      "sync_weight": 0.03, "sync_threshold": 0.75, "sync_from_start": True,
+      "mouth_weight": 5.0, "lpips_weight": 0.0, "adversarial_weight": 0.0})
   config.expert = ml_collections.ConfigDict({"checkpoint": ""})
   config.lpips = ml_collections.ConfigDict({"backbone": "random", "checkpoint": ""})
   config.init_checkpoint = ""

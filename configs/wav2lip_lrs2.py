@@ -42,6 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict()
   config.loss.sync_weight = 0.03  # s once switched on
   config.loss.sync_threshold = 0.75  # switch when eval sync loss < this
+  config.loss.sync_from_start = False  # True: s from step 0 (configs/demo_cpu.py)
+  config.loss.mouth_weight = 1.0  # weight of the mouth region in L1; 1 = plain L1
   config.loss.lpips_weight = 0.0  # p: no LPIPS in the original
   config.loss.adversarial_weight = 0.07  # d: disc_wt
 

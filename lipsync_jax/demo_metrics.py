@@ -20,10 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# The mouth region of a face crop, as fractions of its height and width: the lower
-# half down to 7/8 (below: chin, neck), the middle half of the columns.
-MOUTH_ROWS = (1 / 2, 7 / 8)
-MOUTH_COLUMNS = (1 / 4, 3 / 4)
+from lipsync_jax.losses import MOUTH_COLUMNS, MOUTH_ROWS
+
 # Columns averaged for the opening height (the tallest ones: the mouth's middle).
 _TALLEST_COLUMNS = 3
 

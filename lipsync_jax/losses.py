@@ -17,9 +17,37 @@ import jax.numpy as jnp
 EPS = 1e-7
 
 
-def l1_loss(prediction: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
-  """Mean absolute error over all elements (Wav2Lip's reconstruction loss)."""
-  return jnp.mean(jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32)))
+# The mouth region of a Wav2Lip-style face crop (`faces.face_crop_box`, chin pad 10 px),
+# as fractions of its height and width: the lower half down to 7/8 (below: chin and
+# neck), the middle half of the columns.
+MOUTH_ROWS = (1 / 2, 7 / 8)
+MOUTH_COLUMNS = (1 / 4, 3 / 4)
+
+
+def mouth_weight_map(height: int, width: int, mouth_weight: float) -> jnp.ndarray:
+  """float32 (height, width): `mouth_weight` on the mouth region, 1 elsewhere."""
+  rows = jnp.arange(height)
+  columns = jnp.arange(width)
+  in_rows = (rows >= int(height * MOUTH_ROWS[0])) & (rows < int(height * MOUTH_ROWS[1]))
+  in_columns = ((columns >= int(width * MOUTH_COLUMNS[0]))
+                & (columns < int(width * MOUTH_COLUMNS[1])))
+  return jnp.where(in_rows[:, None] & in_columns[None, :], mouth_weight, 1.0).astype(
+      jnp.float32)
+
+
+def l1_loss(prediction: jnp.ndarray, target: jnp.ndarray,
+            mouth_weight: float = 1.0) -> jnp.ndarray:
+  """Mean absolute error of images (..., H, W, C) (Wav2Lip's reconstruction loss).
+
+  With `mouth_weight` w != 1 it is the weighted mean with weight w on the mouth
+  region (`MOUTH_ROWS`, `MOUTH_COLUMNS`) and 1 elsewhere: the mouth is a few percent
+  of the pixels, so plain L1 barely rewards a generator for getting it right.
+  """
+  error = jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32))
+  if mouth_weight == 1.0:
+    return jnp.mean(error)
+  weights = mouth_weight_map(error.shape[-3], error.shape[-2], mouth_weight)[:, :, None]
+  return jnp.mean(error * weights) / jnp.mean(weights)
 
 
 def binary_cross_entropy(probability: jnp.ndarray, label: jnp.ndarray) -> jnp.ndarray:

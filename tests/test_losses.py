@@ -17,6 +17,24 @@ def test_l1_matches_torch():
   np.testing.assert_allclose(losses.l1_loss(x, y), expected, rtol=1e-6)
 
 
+def test_mouth_weighted_l1_is_the_weighted_mean_over_the_mouth_region():
+  rng = np.random.default_rng(1)
+  x, y = rng.random((2, 3, 16, 8, 3), dtype=np.float32)
+  # Mouth region of a 16 x 8 crop: rows 8..13, columns 2..5 (losses.MOUTH_ROWS/COLUMNS).
+  weights = np.ones((16, 8), np.float64)
+  weights[8:14, 2:6] = 4.0
+  error = np.abs(x.astype(np.float64) - y)
+  expected = (error * weights[:, :, None]).sum() / (weights.sum() * 3 * 3)
+  np.testing.assert_allclose(losses.l1_loss(x, y, mouth_weight=4.0), expected, rtol=1e-5)
+  # An error only inside the region: weight w turns its share f into w f / (w f + 1 - f).
+  z = y.copy()
+  z[:, 8:14, 2:6] += 0.5
+  f = 24 / 128
+  np.testing.assert_allclose(losses.l1_loss(z, y, mouth_weight=4.0),
+                             0.5 * 4 * f / (4 * f + 1 - f), rtol=1e-5)
+  np.testing.assert_allclose(losses.l1_loss(z, y, mouth_weight=1.0), 0.5 * f, rtol=1e-5)
+
+
 def test_bce_matches_torch_and_is_finite_at_the_edges():
   p = np.array([0.1, 0.5, 0.9, 0.7], np.float32)
   y = np.array([1.0, 0.0, 1.0, 0.0], np.float32)

@@ -12,7 +12,8 @@ finished clips, training resumes from its checkpoints):
   5. Held-out evaluation: SyncNet accuracy; the generator and the copy-the-reference
      baseline on every frame of the held-out clips (target lower half masked, reference
      = the frame half a clip away), scored by `lipsync_jax.demo_metrics` (mouth L1,
-     PSNR, mouth-open error) and LSE-D/LSE-C (`lipsync_jax.evaluation`, the demo's
+     PSNR, mouth-open error; also the generator fed audio 20 frames late, whose mouths
+     are no worse than with the real audio unless it follows the audio) and LSE-D/LSE-C (`lipsync_jax.evaluation`, the demo's
      SyncNet) against real and shifted audio; one held-out face lip-synced to another
      clip's audio with `inference.LipsyncJob` -> `lipsync.mp4`.
 Outputs under --workdir: clips/, records/, syncnet/ and generator/ (checkpoints and
@@ -221,11 +222,17 @@ def evaluate(workdir: pathlib.Path, syncnet_dir: str, generator_dirs: dict[str, 
   """Stage 5: the table (a JSON-able dict)."""
   expert = checkpoints.load_syncnet(syncnet_dir)
   clips = held_out_clips(workdir)
-  generated = {name: generate_held_out(checkpoints.load_generator(path), clips)
-               for name, path in generator_dirs.items()}
+  generators = {name: checkpoints.load_generator(path) for name, path in generator_dirs.items()}
+  generated = {name: generate_held_out(g, clips) for name, g in generators.items()}
+  # The same generator fed audio SHIFT_FRAMES late: if its mouths follow the audio,
+  # they are worse against the ground truth than with the real audio.
+  shifted_audio = [(crops, demo_metrics.shifted_mel(mel, SHIFT_FRAMES, fps), fps, mouth_open)
+                   for crops, mel, fps, mouth_open in clips]
+  generated_shifted = generate_held_out(generators["generator"], shifted_audio)
   baseline = [demo_metrics.copy_reference(c[0], c[0][(np.arange(len(c[0])) + len(c[0]) // 2)
                                                      % len(c[0])]) for c in clips]
-  mouth = mouth_rows(clips, {**generated, "copy reference": baseline})
+  mouth = mouth_rows(clips, {**generated, "copy reference": baseline,
+                             f"generator, audio {SHIFT_FRAMES} frames late": generated_shifted})
   return {"syncnet_heldout_accuracy": syncnet_accuracy(expert, workdir),
           "syncnet": expert.name, "num_heldout_clips": len(clips),
           "num_heldout_frames": int(sum(len(c[0]) for c in clips)),

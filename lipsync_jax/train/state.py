@@ -60,8 +60,9 @@ class GeneratorTrainState:
       weight is 0 (the paper's recipe).
     sync_weight: float32 scalar, the current weight s of the sync loss. It is
       the schedule state: 0 until the eval sync loss falls below the config's
-      threshold, then the config's sync weight (saved in every checkpoint, so a
-      resumed run does not restart at 0 as the original does).
+      threshold (or on from the start, `initial_sync_weight`), then the config's
+      sync weight (saved in every checkpoint, so a resumed run does not restart
+      at 0 as the original does).
   """
   step: jnp.ndarray
   rng: jnp.ndarray
@@ -132,6 +133,14 @@ def new_rng(seed: int) -> jnp.ndarray:
 def step_key(rng: jnp.ndarray, step: jnp.ndarray) -> jax.Array:
   """The PRNG key of one step: the base key folded with the step number."""
   return jax.random.fold_in(jax.random.wrap_key_data(rng), step)
+
+
+def initial_sync_weight(config: ml_collections.ConfigDict) -> jnp.ndarray:
+  """float32 scalar: 0 (Wav2Lip's schedule), or `config.sync_weight` from the first
+  step when the `loss` config sets `sync_from_start` (for an expert trained with the
+  generator's data and a generator that would otherwise never switch it on)."""
+  on = config.get("sync_from_start", False)
+  return jnp.asarray(config.sync_weight if on else 0.0, jnp.float32)
 
 
 def update_sync_weight(state: GeneratorTrainState, eval_sync_loss: float,

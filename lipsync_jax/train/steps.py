@@ -130,10 +130,11 @@ def _generate(generator: nn.Module, batch: Batch, apply_fn) -> tuple[jnp.ndarray
 
 def _generator_losses(generated: jnp.ndarray, batch: Batch, frozen: PyTree,
                       expert: nn.Module, lpips_fn, discriminator: nn.Module | None,
-                      discriminator_variables: PyTree | None) -> Metrics:
+                      discriminator_variables: PyTree | None,
+                      mouth_weight: float) -> Metrics:
   """All generator losses of (B, T, H, W, 3) generated frames, float32 scalars."""
   target = batch["target"]
-  parts = {"l1": losses.l1_loss(generated, target)}
+  parts = {"l1": losses.l1_loss(generated, target, mouth_weight)}
   audio_emb, face_emb = expert.apply(frozen["expert"], batch["sync_mel"],
                                      lower_half_stack(generated), train=False)
   parts["sync"], parts["sync_accuracy"] = losses.sync_loss(audio_emb, face_emb, 1.0)
@@ -150,7 +151,7 @@ def _generator_losses(generated: jnp.ndarray, batch: Batch, frozen: PyTree,
 def make_generator_train_step(generator: nn.Module, tx: optax.GradientTransformation,
                               expert: nn.Module, lpips_fn: Callable | None,
                               discriminator: nn.Module | None, lpips_weight: float,
-                              adversarial_weight: float):
+                              adversarial_weight: float, mouth_weight: float = 1.0):
   """Generator update with (1 - s - p - d) L1 + s sync + p LPIPS + d adversarial.
 
   Args:
@@ -163,6 +164,8 @@ def make_generator_train_step(generator: nn.Module, tx: optax.GradientTransforma
       is 0; its variables come from `state.discriminator`.
     lpips_weight: p; adversarial_weight: d (config constants). The sync weight
       s is the state's `sync_weight`.
+    mouth_weight: weight of the mouth region in the L1 term (`losses.l1_loss`);
+      1 is Wav2Lip's plain L1.
 
   Returns:
     `step(state, frozen, batch) -> (state, metrics, generated (B, T, H, W, 3))`;
@@ -182,7 +185,7 @@ def make_generator_train_step(generator: nn.Module, tx: optax.GradientTransforma
           generator, batch,
           lambda m, f: _apply_train(generator, state.generator, params, m, f, rng=rng))
       parts = _generator_losses(generated, batch, frozen, expert, lpips_fn, discriminator,
-                                disc_variables)
+                                disc_variables, mouth_weight)
       total = losses.weighted_generator_loss(parts, state.sync_weight, lpips_weight,
                                              adversarial_weight)
       return total, (parts, batch_stats, generated)
@@ -235,8 +238,9 @@ def make_discriminator_train_step(discriminator: nn.Module, tx: optax.GradientTr
   return step
 
 
-def make_generator_eval_step(generator: nn.Module, expert: nn.Module, lpips_fn: Callable | None):
-  """Eval of the generator (running BN statistics): L1, sync loss/accuracy, LPIPS.
+def make_generator_eval_step(generator: nn.Module, expert: nn.Module, lpips_fn: Callable | None,
+                             mouth_weight: float = 1.0):
+  """Eval of the generator (running BN statistics): L1 (as trained), sync loss/accuracy, LPIPS.
 
   Returns `step(state, frozen, batch) -> (metrics, generated (B, T, H, W, 3))`.
   """
@@ -245,7 +249,8 @@ def make_generator_eval_step(generator: nn.Module, expert: nn.Module, lpips_fn: 
     variables = state.generator.variables()
     generated, _ = _generate(
         generator, batch, lambda m, f: (generator.apply(variables, m, f, train=False), None))
-    metrics = _generator_losses(generated, batch, frozen, expert, lpips_fn, None, None)
+    metrics = _generator_losses(generated, batch, frozen, expert, lpips_fn, None, None,
+                                mouth_weight)
     return metrics, generated
 
   return step

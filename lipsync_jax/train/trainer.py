@@ -220,6 +220,7 @@ def train_generator(config: ml_collections.ConfigDict, workdir: str
   expert = components.build_syncnet(config, dtype="float32")
   discriminator = (components.build_discriminator(config) if loss_config.adversarial_weight
                    else None)
+  mouth_weight = loss_config.get("mouth_weight", 1.0)
   tx = state_lib.make_optimizer(config.optimizer, config.num_train_steps)
   disc_tx = state_lib.make_optimizer(config.disc_optimizer, config.num_train_steps)
   example = data.example_batch()
@@ -234,18 +235,19 @@ def train_generator(config: ml_collections.ConfigDict, workdir: str
           init_variables),
       discriminator=(state_lib.init_model_state(discriminator, disc_tx, keys[1], (frames,))
                      if discriminator is not None else None),
-      sync_weight=jnp.zeros((), jnp.float32))
+      sync_weight=state_lib.initial_sync_weight(loss_config))
 
   gen_step = sharding.jit_train_step(
       steps.make_generator_train_step(generator, tx, expert, lpips_fn, discriminator,
                                       loss_config.lpips_weight,
-                                      loss_config.adversarial_weight),
+                                      loss_config.adversarial_weight, mouth_weight),
       data.mesh, state, num_replicated_args=1, num_outputs=3, batch_outputs=(2,))
   disc_step = (sharding.jit_train_step(
       steps.make_discriminator_train_step(discriminator, disc_tx), data.mesh, state,
       num_batch_args=2) if discriminator is not None else None)
   evaluate = sharding.jit_eval_step(
-      steps.make_generator_eval_step(generator, expert, lpips_fn), data.mesh, state,
+      steps.make_generator_eval_step(generator, expert, lpips_fn, mouth_weight), data.mesh,
+      state,
       num_replicated_args=1, num_outputs=2, batch_outputs=(1,))
 
   def train_step(state, batch):

@@ -35,6 +35,13 @@ def test_sync_weight_switches_on_below_threshold_and_stays_on():
   np.testing.assert_allclose(state_lib.update_sync_weight(on, 5.0, config).sync_weight, 0.03)
 
 
+def test_sync_weight_starts_on_only_with_sync_from_start():
+  config = ml_collections.ConfigDict({"sync_weight": 0.03, "sync_threshold": 0.75})
+  assert float(state_lib.initial_sync_weight(config)) == 0
+  config.sync_from_start = True
+  np.testing.assert_allclose(state_lib.initial_sync_weight(config), 0.03)
+
+
 def test_optimizer_warmup_and_cosine_decay_scale_the_adam_step():
   """Adam's first step moves each weight by ~lr(0); later steps follow the schedule."""
   def update_sizes(config, num_train_steps=None):
