@@ -21,7 +21,7 @@ generator). Sizes are cut so the whole demo fits 10 minutes on 2 CPU cores:
   (`loss`) reach 0.94 in 600 steps.
 - AttnWav2Lip widths (16, 32, 64, 128), one block per stage, Adam 3e-3 (b1 0.5)
   with warm-up and cosine decay; batch 8 windows (40 frames, ~2.6 s per step
-  here), 128 steps. Peak learning rates 1e-3 / 2e-3 / 3e-3 gave eval L1 0.043 /
+  here), 112 steps. Peak learning rates 1e-3 / 2e-3 / 3e-3 gave eval L1 0.043 /
   0.036 / 0.034 after 300 steps of batch 4; halving every width (0.54 s per
   step) learned slower per step than it saved.
 - The expert sync loss is on from the first step (`loss.sync_from_start`;
@@ -115,11 +115,11 @@ def _generator() -> ml_collections.ConfigDict:
   config.batch_size = 8
   config.eval_batch_size = 8
   config.num_eval_batches = 2
-  config.num_train_steps = 128
-  config.log_every_steps = 32
-  config.eval_every_steps = 64
-  config.checkpoint_every_steps = 128
-  config.image_every_steps = 64
+  config.num_train_steps = 112
+  config.log_every_steps = 28
+  config.eval_every_steps = 56
+  config.checkpoint_every_steps = 112
+  config.image_every_steps = 56
   config.data.mel_offset_frames = 0
   config.model = ml_collections.ConfigDict()
   config.model.name = "attn_wav2lip"
