@@ -21,9 +21,10 @@ generator). Sizes are cut so the whole demo fits 10 minutes on 2 CPU cores:
   (`loss`) reach 0.94 in 600 steps.
 - AttnWav2Lip widths (16, 32, 64, 128), one block per stage, Adam 3e-3 (b1 0.5)
   with warm-up and cosine decay; batch 8 windows (40 frames, ~2.6 s per step
-  here), 112 steps. Peak learning rates 1e-3 / 2e-3 / 3e-3 gave eval L1 0.043 /
-  0.036 / 0.034 after 300 steps of batch 4; halving every width (0.54 s per
-  step) learned slower per step than it saved.
+  here), 112 steps (128 took the demo to 10 min 15 s). Peak learning rates
+  1e-3 / 2e-3 / 3e-3 gave eval L1 0.043 / 0.036 / 0.034 after 300 steps of
+  batch 4; halving every width (0.54 s per step) learned slower per step than
+  it saved.
 - The expert sync loss is on from the first step (`loss.sync_from_start`;
   Wav2Lip switches it on once the eval sync loss < 0.75, which these budgets
   never reach: it stays near 3) and L1 weighs the mouth region 5x
@@ -32,7 +33,7 @@ generator). Sizes are cut so the whole demo fits 10 minutes on 2 CPU cores:
   correlates 0.62 with the reference's and -0.13 with the target's after 600
   steps, 0.90 and -0.04 after 2400), and shuffling its audio changes its mouth
   region by 0.003 (mean absolute, 0..1 pixels) against 0.022 for shuffling the
-  reference. With both, 0.031-0.046 against 0.030-0.035.
+  reference. With both (128 steps): 0.031-0.046 against 0.030-0.035.
 - lpips_weight 0: LPIPS here could only run on a RANDOM VGG16 backbone (no
   converted weights are shipped; `lpips.backbone="random"`), i.e. a
   random-feature matching loss, not the perceptual one, and its full-size VGG16
@@ -49,7 +50,8 @@ single runs, 2 CPU cores; +-0.003 / 0.3 dB between otherwise equal runs):
   batch 8, 144, sync 0.03 + mouth 5x                     0.050 / 21.74 / 0.287
   batch 8, 144, the same + upper half pasted             0.059 / 20.37 / 0.297
   batch 6, 160, sync 0.03 + mouth 5x                     0.055 / 21.01 / 0.338
-  batch 8, 128, sync 0.03 + mouth 5x (this config)       0.052 / 21.05 / 0.226
+  batch 8, 128, sync 0.03 + mouth 5x                     0.052 / 21.05 / 0.226
+  batch 8, 112, the same (this config, tools/demo.py)    0.054 / 21.00 / 0.303
   1-frame windows, batch 20, 288, L1 only                0.040 / 22.15 / 0.398
   the same + mouth 5x                                    0.039 / 22.43 / 0.394
 The last two show where the image fidelity comes from: 20 clips per step instead
