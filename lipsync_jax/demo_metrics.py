@@ -20,17 +20,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lipsync_jax.losses import MOUTH_COLUMNS, MOUTH_ROWS
+from lipsync_jax.losses import mouth_slices
 
 # Columns averaged for the opening height (the tallest ones: the mouth's middle).
 _TALLEST_COLUMNS = 3
 
 
 def mouth_region(images: np.ndarray) -> np.ndarray:
-  """(..., H, W, C) -> (..., rows, columns, C) the mouth region (`MOUTH_ROWS/COLUMNS`)."""
-  h, w = images.shape[-3:-1]
-  return images[..., int(h * MOUTH_ROWS[0]):int(h * MOUTH_ROWS[1]),
-                int(w * MOUTH_COLUMNS[0]):int(w * MOUTH_COLUMNS[1]), :]
+  """(..., H, W, C) -> (..., rows, columns, C) the mouth region (`losses.mouth_slices`)."""
+  rows, columns = mouth_slices(*images.shape[-3:-1])
+  return images[..., rows, columns, :]
 
 
 def mouth_interior_mask(images: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Probabilities are clipped into [EPS, 1 - EPS] before the logarithm: log(1e-7)
 # = -16.1 bounds the loss of a confidently wrong prediction. PyTorch's BCELoss,
@@ -24,15 +25,10 @@ MOUTH_ROWS = (1 / 2, 7 / 8)
 MOUTH_COLUMNS = (1 / 4, 3 / 4)
 
 
-def mouth_weight_map(height: int, width: int, mouth_weight: float) -> jnp.ndarray:
-  """float32 (height, width): `mouth_weight` on the mouth region, 1 elsewhere."""
-  rows = jnp.arange(height)
-  columns = jnp.arange(width)
-  in_rows = (rows >= int(height * MOUTH_ROWS[0])) & (rows < int(height * MOUTH_ROWS[1]))
-  in_columns = ((columns >= int(width * MOUTH_COLUMNS[0]))
-                & (columns < int(width * MOUTH_COLUMNS[1])))
-  return jnp.where(in_rows[:, None] & in_columns[None, :], mouth_weight, 1.0).astype(
-      jnp.float32)
+def mouth_slices(height: int, width: int) -> tuple[slice, slice]:
+  """(rows, columns) of the mouth region of a height x width face crop."""
+  return (slice(int(height * MOUTH_ROWS[0]), int(height * MOUTH_ROWS[1])),
+          slice(int(width * MOUTH_COLUMNS[0]), int(width * MOUTH_COLUMNS[1])))
 
 
 def l1_loss(prediction: jnp.ndarray, target: jnp.ndarray,
@@ -46,8 +42,9 @@ def l1_loss(prediction: jnp.ndarray, target: jnp.ndarray,
   error = jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32))
   if mouth_weight == 1.0:
     return jnp.mean(error)
-  weights = mouth_weight_map(error.shape[-3], error.shape[-2], mouth_weight)[:, :, None]
-  return jnp.mean(error * weights) / jnp.mean(weights)
+  weights = np.ones(error.shape[-3:-1] + (1,), np.float32)
+  weights[mouth_slices(*error.shape[-3:-1])] = mouth_weight
+  return jnp.mean(error * weights) / weights.mean()
 
 
 def binary_cross_entropy(probability: jnp.ndarray, label: jnp.ndarray) -> jnp.ndarray:

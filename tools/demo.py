@@ -13,9 +13,10 @@ finished clips, training resumes from its checkpoints):
      baseline on every frame of the held-out clips (target lower half masked, reference
      = the frame half a clip away), scored by `lipsync_jax.demo_metrics` (mouth L1,
      PSNR, mouth-open error; also the generator fed audio 20 frames late, whose mouths
-     are no worse than with the real audio unless it follows the audio) and LSE-D/LSE-C (`lipsync_jax.evaluation`, the demo's
-     SyncNet) against real and shifted audio; one held-out face lip-synced to another
-     clip's audio with `inference.LipsyncJob` -> `lipsync.mp4`.
+     are no worse than with the real audio unless it follows the audio) and LSE-D/LSE-C
+     (`lipsync_jax.evaluation`, the demo's SyncNet) against real and shifted audio; one
+     held-out face lip-synced to another clip's audio with `inference.LipsyncJob` ->
+     `lipsync.mp4`.
 Outputs under --workdir: clips/, records/, syncnet/ and generator/ (checkpoints and
 TensorBoard logs), export/, lipsync.mp4, demo_table.json.
 """
