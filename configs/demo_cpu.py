@@ -119,14 +119,15 @@ def _generator() -> ml_collections.ConfigDict:
   config.batch_size = 8
   config.eval_batch_size = 8
   config.num_eval_batches = 2
-  config.num_train_steps = 112
-  config.log_every_steps = 28
-  config.eval_every_steps = 56
-  config.checkpoint_every_steps = 112
-  config.image_every_steps = 56
+  config.num_train_steps = 384
+  config.log_every_steps = 48
+  config.eval_every_steps = 192
+  config.checkpoint_every_steps = 384
+  config.image_every_steps = 192
   config.data.mel_offset_frames = 0
   config.model = ml_collections.ConfigDict()
   config.model.name = "attn_wav2lip"
+  config.model.img_size = 48  # The crops (config.img_size, SyncNet's) stay 96.
   config.model.kwargs = ml_collections.ConfigDict({
       "widths": (16, 32, 64, 128), "encoder_blocks": 1, "decoder_blocks": 1,
       "use_cbam": True, "use_semantic_alignment": True, "use_ffc": True,

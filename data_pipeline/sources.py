@@ -18,7 +18,8 @@ original Wav2Lip training scripts (`color_syncnet_train.py`, `hq_wav2lip_train.p
   on channels. Frame f + k gets the mel window of frame f + k + `mel_offset_frames`
   (0: this project's convention, the one inference uses; -1: the original training
   script); `sync_mel` is the window of frame f. Output `{"inputs": (5, H, W, 6),
-  "mel_chunks": (5, 80, 16, 1), "sync_mel": (80, 16, 1), "target": (5, H, W, 3)}`.
+  "mel_chunks": (5, 80, 16, 1), "sync_mel": (80, 16, 1), "target": (5, H, W, 3)}`,
+  H = W = the generator's `img_size` (frames resized when the records store another size).
 
 Images are float32 in [0, 1], RGB unless `channel_order="bgr"` (official checkpoints).
 Starts are drawn uniformly among those whose frames and mel windows lie inside the clip,
@@ -121,8 +122,26 @@ def open_record_source(paths_or_dir: str | os.PathLike | Sequence[str | os.PathL
   return ClipSource(reader, decode=records.decode_record, scan=scan, name=name)
 
 
-def decode_frames(clip: Clip, indices: Sequence[int], channel_order: str) -> np.ndarray:
-  """Frames `indices` of `clip` as float32 (len(indices), H, W, 3) in [0, 1]."""
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+  """(N, H, W, 3) frames -> (N, size, size, 3), resampled as `faces.crop_faces` resamples
+  crops (antialiased bicubic). uint8 stays uint8; floats in [0, 1] go through uint8 (as
+  a video would) and come back float32. Frames already of that size are returned as they are.
+  """
+  if frames.shape[1:3] == (size, size):
+    return frames
+  is_float = frames.dtype != np.uint8
+  pixels = np.round(np.clip(frames, 0.0, 1.0) * 255).astype(np.uint8) if is_float else frames
+  out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f)).resize(
+      (size, size), Image.Resampling.BICUBIC)) for f in pixels])
+  return out.astype(np.float32) / 255.0 if is_float else out
+
+
+def decode_frames(clip: Clip, indices: Sequence[int], channel_order: str,
+                  size: int | None = None) -> np.ndarray:
+  """Frames `indices` of `clip` as float32 (len(indices), H, W, 3) in [0, 1].
+
+  With `size`, frames are resized to (size, size) (`resize_frames`) when stored at another size.
+  """
   frames = []
   for i in indices:
     frame = clip["frames"][i]
@@ -130,7 +149,10 @@ def decode_frames(clip: Clip, indices: Sequence[int], channel_order: str) -> np.
       with Image.open(io.BytesIO(frame)) as image:
         frame = np.asarray(image.convert("RGB"))
     frames.append(frame)
-  out = np.stack(frames).astype(np.float32) / 255.0
+  frames = np.stack(frames)
+  if size is not None:
+    frames = resize_frames(frames, size)
+  out = frames.astype(np.float32) / 255.0
   return out[..., ::-1].copy() if channel_order == "bgr" else out
 
 
@@ -216,9 +238,14 @@ class SyncNetPairs(grain.transforms.RandomMap):
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorWindows(grain.transforms.RandomMap):
-  """Clip -> generator example: masked target + reference window, mel chunks, target."""
+  """Clip -> generator example: masked target + reference window, mel chunks, target.
+
+  Frames come at the generator's `img_size` (None: as stored, the records' crop size);
+  the SyncNet expert's `sync_mel` does not depend on it.
+  """
   mel_offset_frames: int = 0
   channel_order: str = "rgb"
+  img_size: int | None = None
 
   def __post_init__(self):
     _check_channel_order(self.channel_order)
@@ -231,9 +258,10 @@ class GeneratorWindows(grain.transforms.RandomMap):
         (0, self.mel_offset_frames, WINDOW_FRAMES - 1 + self.mel_offset_frames))
     start, reference_start = _draw_distinct_pair(
         rng, target_starts, frame_starts, clip, "target window with its mel windows")
-    target = decode_frames(clip, range(start, start + WINDOW_FRAMES), self.channel_order)
+    target = decode_frames(clip, range(start, start + WINDOW_FRAMES), self.channel_order,
+                           self.img_size)
     reference = decode_frames(clip, range(reference_start, reference_start + WINDOW_FRAMES),
-                              self.channel_order)
+                              self.channel_order, self.img_size)
     masked = target.copy()
     masked[:, target.shape[1] // 2:] = 0.0
     mel_chunks = np.stack([_mel(clip, start + k, self.mel_offset_frames)
@@ -344,12 +372,13 @@ def syncnet_iterator(source: Sequence[Clip], *, batch_size: int, seed: int,
 
 def generator_iterator(source: Sequence[Clip], *, batch_size: int, seed: int,
                        mel_offset_frames: int = 0, channel_order: str = "rgb",
-                       worker_count: int = 0, shard_index: int = 0, shard_count: int = 1,
+                       img_size: int | None = None, worker_count: int = 0, shard_index: int = 0, shard_count: int = 1,
                        num_epochs: int | None = None,
                        **iterator_options) -> grain.DatasetIterator:
   """Batches `{"inputs": (B, 5, H, W, 6), "mel_chunks": (B, 5, 80, 16, 1),
-  "sync_mel": (B, 80, 16, 1), "target": (B, 5, H, W, 3)}`."""
-  dataset = make_dataset(source, GeneratorWindows(mel_offset_frames, channel_order),
+  "sync_mel": (B, 80, 16, 1), "target": (B, 5, H, W, 3)}`, H = W = `img_size` (None: as
+  stored)."""
+  dataset = make_dataset(source, GeneratorWindows(mel_offset_frames, channel_order, img_size),
                          batch_size=batch_size, seed=seed, shard_index=shard_index,
                          shard_count=shard_count, num_epochs=num_epochs)
   return make_iterator(dataset, worker_count=worker_count, **iterator_options)

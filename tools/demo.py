@@ -7,13 +7,15 @@ Stages (each timed; a re-run with the same workdir resumes: preprocessing skips
 finished clips, training resumes from its checkpoints):
   1. `data_pipeline.synthetic.write_dataset`: train and held-out clips (mp4 + sidecar).
   2. `data_pipeline.preprocess.run_local`: face crops + mel into record shards.
-  3. SyncNet (`configs/demo_cpu.py:syncnet`), 4. AttnWav2Lip (`:generator`) with the
-     trainer of `lipsync_jax.train.trainer`; both exported with `convert.save_converted`.
+  3. SyncNet (`configs/demo_cpu.py:syncnet`, on the 96 px crops), 4. AttnWav2Lip
+     (`:generator`, on 48 px faces: the crops resized) with the trainer of
+     `lipsync_jax.train.trainer`; both exported with `convert.save_converted`.
   5. Held-out evaluation: SyncNet accuracy; the generator and the copy-the-reference
      baseline on every frame of the held-out clips (target lower half masked, reference
-     = the frame half a clip away), scored by `lipsync_jax.demo_metrics` (mouth L1,
-     PSNR, mouth-open error; also the generator fed audio 20 frames late, whose mouths
-     are no worse than with the real audio unless it follows the audio) and LSE-D/LSE-C
+     = the frame half a clip away; generated at 48 px and resized to the crops' 96),
+     scored by `lipsync_jax.demo_metrics` (mouth L1, PSNR, mouth-open error; also the
+     generator fed audio 20 frames late, whose mouths are no worse than with the real
+     audio unless it follows the audio) and LSE-D/LSE-C
      (`lipsync_jax.evaluation`, the demo's SyncNet) against real and shifted audio; one
      held-out face lip-synced to another clip's audio with `inference.LipsyncJob` ->
      `lipsync.mp4`.
@@ -135,7 +137,8 @@ def train_generator(workdir: pathlib.Path, name: str = "generator",
   # l1_plus_sync: on a few eval batches the sync term is mostly noise.
   final = workdir / name / "checkpoints" / str(config.num_train_steps)
   variables = components.load_variables(str(final), "wav2lip", "generator")
-  model_config = {"img_size": config.img_size, **dict(config.model.kwargs)}
+  model_config = {"img_size": components.generator_img_size(config),
+                  **dict(config.model.kwargs)}
   return _export(workdir / "export" / name, variables, {
       "model": config.model.name, "channel_order": "rgb", "source": "tools/demo.py",
       "model_config": {k: list(v) if isinstance(v, tuple) else v
@@ -168,16 +171,23 @@ def syncnet_accuracy(expert: checkpoints.SyncExpert, workdir: pathlib.Path,
 
 
 def generate_held_out(generator: checkpoints.Generator, clips) -> list[np.ndarray]:
-  """Generated crops per clip: masked target, reference = the frame T/2 further on."""
+  """Generated crops per clip: masked target, reference = the frame T/2 further on.
+
+  A generator smaller than the crops (the demo's) gets them resized to its size, and
+  its output is resized back (`sources.resize_frames`, as videos are made), so every
+  method is scored at the crops' size.
+  """
   fn = inference.make_inference_fn(generator.model, generator.variables, batch_size=25)
   out = []
   for crops, mel, fps, _ in clips:
-    n = len(crops)
-    reference = crops[(np.arange(n) + n // 2) % n]
-    masked = crops.copy()
-    masked[:, crops.shape[1] // 2:] = 0.0
+    n, size = len(crops), crops.shape[1]
+    faces = sources.resize_frames(crops, generator.img_size)
+    reference = faces[(np.arange(n) + n // 2) % n]
+    masked = faces.copy()
+    masked[:, faces.shape[1] // 2:] = 0.0
     mels = np.stack([audio.mel_window(mel, i, fps, clamp=True) for i in range(n)])[..., None]
-    out.append(np.asarray(fn(mels, np.concatenate([masked, reference], axis=-1))))
+    generated = np.asarray(fn(mels, np.concatenate([masked, reference], axis=-1)))
+    out.append(sources.resize_frames(generated, size))
   return out
 
 

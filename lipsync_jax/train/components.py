@@ -52,6 +52,16 @@ def build_syncnet(config: ml_collections.ConfigDict, dtype: str | None = None) -
                  **dict(config.get("syncnet_kwargs") or {}))
 
 
+def generator_img_size(config: ml_collections.ConfigDict) -> int:
+  """The generator's face size: `config.model.img_size`, default `config.img_size`.
+
+  `config.img_size` is the records' crop size, which SyncNet sees. A smaller generator
+  (the CPU demo's) gets its frames resized by the input pipeline, and the expert sees
+  its output resized back (`train/steps.py`).
+  """
+  return int(config.model.get("img_size") or config.img_size)
+
+
 def build_generator(config: ml_collections.ConfigDict) -> nn.Module:
   """Wav2Lip or AttnWav2Lip (`config.model.name`) with `config.model.kwargs`."""
   kwargs = dict(config.model.get("kwargs") or {})
@@ -59,11 +69,13 @@ def build_generator(config: ml_collections.ConfigDict) -> nn.Module:
   if config.model.name not in models:
     raise ConfigError(f"config.model.name must be one of {sorted(models)}, "
                       f"got {config.model.name!r}")
-  return models[config.model.name](img_size=config.img_size, dtype=_dtype(config), **kwargs)
+  return models[config.model.name](img_size=generator_img_size(config), dtype=_dtype(config),
+                                   **kwargs)
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> QualityDiscriminator:
-  return QualityDiscriminator(img_size=config.img_size, dtype=_dtype(config))
+  """The quality discriminator, at the generator's face size."""
+  return QualityDiscriminator(img_size=generator_img_size(config), dtype=_dtype(config))
 
 
 def restore_state_on_this_host(path: pathlib.Path) -> PyTree:
@@ -217,7 +229,8 @@ class Data:
   def _iterator(self, source, batch_size: int, seed: int, worker_count: int):
     data = self._config.data
     make = sources.syncnet_iterator if self._kind == "syncnet" else sources.generator_iterator
-    options = {} if self._kind == "syncnet" else {"mel_offset_frames": data.mel_offset_frames}
+    options = {} if self._kind == "syncnet" else {
+        "mel_offset_frames": data.mel_offset_frames, "img_size": generator_img_size(self._config)}
     return make(source, batch_size=batch_size // jax.process_count(), seed=seed,
                 channel_order=data.channel_order, worker_count=worker_count,
                 shard_index=jax.process_index(), shard_count=jax.process_count(), **options)
@@ -233,6 +246,7 @@ class Data:
     if self._kind == "syncnet":
       return {"mel": np.zeros((1, 80, 16, 1), np.float32),
               "faces": np.zeros((1, s // 2, s, 3 * t), np.float32)}
+    s = generator_img_size(self._config)
     return {"mel_chunks": np.zeros((1, t, 80, 16, 1), np.float32),
             "inputs": np.zeros((1, t, s, s, 6), np.float32),
             "target": np.zeros((1, t, s, s, 3), np.float32)}

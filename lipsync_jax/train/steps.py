@@ -9,7 +9,8 @@ so they are device arrays rather than constants baked into the program.
 Batches (float32, images in [0, 1], NHWC, T = 5 frames):
   SyncNet: {"mel": (B, 80, 16, 1), "faces": (B, H/2, W, 3T), "label": (B,)}.
   Generator: {"inputs": (B, T, H, W, 6), "mel_chunks": (B, T, 80, 16, 1),
-    "sync_mel": (B, 80, 16, 1), "target": (B, T, H, W, 3)}.
+    "sync_mel": (B, 80, 16, 1), "target": (B, T, H, W, 3)}, H = W = the generator's
+    size; the expert sees generated frames at its own (`resize_for_expert`).
 
 Non-finite losses: every train step applies its update only when all its
 losses are finite and otherwise returns the state unchanged (except the step
@@ -40,6 +41,20 @@ def lower_half_stack(frames: jnp.ndarray) -> jnp.ndarray:
   b, t, h, w, c = frames.shape
   lower = frames[:, :, h // 2:]
   return jnp.transpose(lower, (0, 2, 3, 1, 4)).reshape(b, h - h // 2, w, t * c)
+
+
+def resize_for_expert(frames: jnp.ndarray, size: int) -> jnp.ndarray:
+  """(B, T, h, w, 3) generated frames at the expert's (size, size), in [0, 1].
+
+  Bicubic with antialiasing (as the input pipeline's `sources.resize_frames`); the
+  frames as they are when h == w == size. A generator smaller than the expert (the
+  CPU demo's 48 px one under a 96 px SyncNet) is judged on its upsampled output, as
+  it is pasted into videos.
+  """
+  b, t, h, w, c = frames.shape
+  if (h, w) == (size, size):
+    return frames
+  return jnp.clip(jax.image.resize(frames, (b, t, size, size, c), "cubic"), 0.0, 1.0)
 
 
 def _apply_update(model_state: ModelState, grads: PyTree, batch_stats: PyTree,
@@ -135,8 +150,9 @@ def _generator_losses(generated: jnp.ndarray, batch: Batch, frozen: PyTree,
   """All generator losses of (B, T, H, W, 3) generated frames, float32 scalars."""
   target = batch["target"]
   parts = {"l1": losses.l1_loss(generated, target, mouth_weight)}
+  expert_frames = resize_for_expert(generated, expert.img_size)
   audio_emb, face_emb = expert.apply(frozen["expert"], batch["sync_mel"],
-                                     lower_half_stack(generated), train=False)
+                                     lower_half_stack(expert_frames), train=False)
   parts["sync"], parts["sync_accuracy"] = losses.sync_loss(audio_emb, face_emb, 1.0)
   frames = generated.reshape((-1,) + generated.shape[2:])
   if lpips_fn is not None:

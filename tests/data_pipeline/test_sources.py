@@ -207,6 +207,37 @@ def test_bgr_flips_channels(clips):
     sources.SyncNetPairs(channel_order="rbg")
 
 
+def test_resize_frames_is_antialiased_and_keeps_flat_colours():
+  flat = np.full((2, 16, 16, 3), 200, np.uint8)
+  np.testing.assert_array_equal(sources.resize_frames(flat, 8), np.full((2, 8, 8, 3), 200))
+  assert sources.resize_frames(flat, 16) is flat
+  # A one-pixel checkerboard halves to its mean: an antialiased kernel puts equal weight
+  # on both colours; sampling without one would give pure black or white.
+  board = (np.indices((16, 16)).sum(axis=0) % 2 * 255).astype(np.uint8)
+  board = np.repeat(board[None, :, :, None], 3, axis=-1)
+  half = sources.resize_frames(board, 8)
+  assert np.abs(half[:, 1:-1, 1:-1].astype(np.float32) - 127.5).max() <= 1.0
+  # Floats in [0, 1] go through uint8 and come back float32.
+  as_float = sources.resize_frames(board.astype(np.float32) / 255, 8)
+  assert as_float.dtype == np.float32
+  np.testing.assert_array_equal(as_float, half.astype(np.float32) / 255)
+
+
+def test_generator_windows_at_the_generator_size(clips):
+  rng_seed = 5
+  full = sources.GeneratorWindows().random_map(clips[0], np.random.default_rng(rng_seed))
+  small = sources.GeneratorWindows(img_size=8).random_map(clips[0],
+                                                          np.random.default_rng(rng_seed))
+  resized = lambda images: sources.resize_frames(
+      np.round(images * 255).astype(np.uint8), 8).astype(np.float32) / 255
+  np.testing.assert_array_equal(small["target"], resized(full["target"]))
+  np.testing.assert_array_equal(small["inputs"][..., 3:], resized(full["inputs"][..., 3:]))
+  np.testing.assert_array_equal(small["inputs"][:, :4, :, :3], small["target"][:, :4])
+  assert not small["inputs"][:, 4:, :, :3].any()
+  for key in ("mel_chunks", "sync_mel"):
+    np.testing.assert_array_equal(small[key], full[key])
+
+
 def test_source_skips_short_clips_and_fails_on_empty(clips):
   source = sources.ClipSource(clips + [indexed_clip(9, 15)])
   assert len(source) == len(clips) and source.num_skipped == 1

@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from PIL import Image
 import pytest
 import torch
 
+from lipsync_jax import losses
 from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
 from lipsync_jax.models.syncnet import SyncNet
 from lipsync_jax.train import state as state_lib, steps, trainer
@@ -111,6 +113,41 @@ def test_generator_step_combines_losses_and_updates(generator_setup):
   changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), state.generator.params,
                          new_state.generator.params)
   assert np.mean(jax.tree.leaves(changed)) > 0.9  # (some grads may be exactly 0)
+
+
+def test_resize_for_expert_is_pil_bicubic():
+  rng = np.random.default_rng(0)
+  frames = rng.uniform(0.0, 1.0, (1, 2, 24, 24, 3)).astype(np.float32)
+  up = np.asarray(steps.resize_for_expert(jnp.asarray(frames), 48))
+  expected = np.stack([np.stack([np.asarray(Image.fromarray(f[..., c]).resize(
+      (48, 48), Image.Resampling.BICUBIC)) for c in range(3)], axis=-1) for f in frames[0]])
+  np.testing.assert_allclose(up[0], np.clip(expected, 0.0, 1.0), atol=1e-6)
+  np.testing.assert_array_equal(steps.resize_for_expert(jnp.asarray(frames), 24), frames)
+
+
+def test_a_smaller_generator_is_judged_by_the_expert_at_its_size(generator_setup):
+  _, _, frozen, batch = generator_setup
+  small = {k: (v[:, :, ::2, ::2] if k in ("inputs", "target") else v) for k, v in batch.items()}
+  generator = AttnWav2Lip(img_size=48, widths=(8, 8, 16), encoder_blocks=1, decoder_blocks=1,
+                          cbam_reduction=4)
+  expert = SyncNet()
+  tx = optax.adam(1e-3)
+  state = state_lib.GeneratorTrainState(
+      step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(0),
+      generator=state_lib.init_model_state(
+          generator, tx, jax.random.key(2), (small["mel_chunks"][:, 0], small["inputs"][:, 0])),
+      discriminator=None, sync_weight=jnp.asarray(0.03, jnp.float32))
+  step = jax.jit(steps.make_generator_train_step(generator, tx, expert, None, None, 0.0, 0.0),
+                 compiler_options={"xla_backend_optimization_level": 0})
+  _, metrics, generated = step(state, frozen, small)
+  assert generated.shape == small["target"].shape
+  np.testing.assert_allclose(metrics["l1"], np.mean(np.abs(generated - small["target"])),
+                             rtol=1e-5)
+  audio_emb, face_emb = expert.apply(
+      frozen["expert"], small["sync_mel"],
+      steps.lower_half_stack(steps.resize_for_expert(generated, 96)), train=False)
+  expected, _ = losses.sync_loss(audio_emb, face_emb, 1.0)
+  np.testing.assert_allclose(metrics["sync"], expected, rtol=1e-4)
 
 
 def test_generator_step_skips_a_non_finite_update(generator_setup):
