@@ -19,12 +19,17 @@ generator). Sizes are cut so the whole demo fits 10 minutes on 2 CPU cores:
   BCE of the cosine alone stalled at 0.83-0.84 held-out accuracy (300-800 steps,
   lr 1e-3-3e-3, widths 0.125-0.5); the in-batch InfoNCE and all-pairs BCE terms
   (`loss`) reach 0.94 in 600 steps.
-- AttnWav2Lip widths (16, 32, 64, 128), one block per stage, Adam 3e-3 (b1 0.5)
-  with warm-up and cosine decay; batch 8 windows (40 frames, ~2.6 s per step
-  here), 112 steps (128 took the demo to 10 min 15 s). Peak learning rates
-  1e-3 / 2e-3 / 3e-3 gave eval L1 0.043 / 0.036 / 0.034 after 300 steps of
-  batch 4; halving every width (0.54 s per step) learned slower per step than
-  it saved.
+- AttnWav2Lip on 48 px faces (`model.img_size`; the records' crops, which
+  SyncNet sees, stay 96 px: the input pipeline resizes the generator's frames,
+  the expert judges its output resized back to 96, and the demo scores it at
+  96), widths (16, 32, 64, 128), one block per stage, Adam 3e-3 (b1 0.5) with
+  warm-up and cosine decay; batch 8 windows (40 frames, ~0.72 s per step here),
+  384 steps. At 96 px the same model costs 1.62 GFLOPs per frame forward and
+  2.6 s per step: the 112 steps that fit did not beat the baseline (below);
+  448 steps did, in 19.5 minutes. Peak learning rates 1e-3 / 2e-3 / 3e-3 gave
+  eval L1 0.043 / 0.036 / 0.034 after 300 steps (96 px, batch 4); halving
+  every width instead of the image (0.54 s per step) learned slower per step
+  than it saved.
 - The expert sync loss is on from the first step (`loss.sync_from_start`;
   Wav2Lip switches it on once the eval sync loss < 0.75, which these budgets
   never reach: it stays near 3) and L1 weighs the mouth region 5x
@@ -40,28 +45,36 @@ generator). Sizes are cut so the whole demo fits 10 minutes on 2 CPU cores:
   on all 40 frames of a step costs more than the generator itself on CPU.
   `tools/demo.py --ablations` trains with it (0.07) for comparison.
 Generator runs on the same data (96 train / 8 held-out clips; mouth L1 / PSNR dB /
-open error on the 600 held-out frames; copy-the-reference 0.040 / 21.70 / 0.454;
-single runs, 2 CPU cores; +-0.003 / 0.3 dB between otherwise equal runs):
-  batch 4, 288 steps, L1 only (the previous demo)       0.052 / 21.08 / 0.390
+open error on the 600 held-out frames at 96 px; copy-the-reference 0.040 / 21.70 /
+0.454; single runs, 2 CPU cores; +-0.003 / 0.3 dB between otherwise equal runs):
+  96 px, batch 4, 288 steps, L1 only (an earlier demo)   0.052 / 21.08 / 0.390
   the same, 2400 steps (45 min)                          0.040 / 22.06 / 0.401
-  batch 4, 288, sync 0.03 from step 12                   0.070 / 19.50 / 0.321
-  batch 4, 288, sync 0.01 from step 12                   0.054 / 21.26 / 0.382
-  batch 4, 288, sync 0.03 + mouth 5x + upper half pasted 0.061 / 20.76 / 0.287
-  batch 8, 144, sync 0.03 + mouth 5x                     0.050 / 21.74 / 0.287
-  batch 8, 144, the same + upper half pasted             0.059 / 20.37 / 0.297
-  batch 6, 160, sync 0.03 + mouth 5x                     0.055 / 21.01 / 0.338
-  batch 8, 128, sync 0.03 + mouth 5x                     0.052 / 21.05 / 0.226
-  batch 8, 112, the same (this config, tools/demo.py)    0.054 / 21.00 / 0.303
-  batch 8, 448, the same (19.5 min of training)          0.036 / 23.84 / 0.148
-  1-frame windows, batch 20, 288, L1 only                0.040 / 22.15 / 0.398
-  the same + mouth 5x                                    0.039 / 22.43 / 0.394
-The last two show where the image fidelity comes from: 20 clips per step instead
-of 4-8 (the skin around the mouth is then as close as the reference's, L1 0.022),
-but 1-frame windows leave nothing for the sync loss (5 frames) and their mouths
-ignore the audio as above. Starting the sync loss from such a generator (100 more
-steps) gave 0.054 / 21.48 / 0.387. So in 6 CPU minutes this recipe buys a mouth
-that follows the audio, not yet a face sharper than the reference's; with 4x the
-steps (448, cosine over 448) it beats the baseline on all three.
+  96 px, batch 4, 288, sync 0.03 from step 12            0.070 / 19.50 / 0.321
+  96 px, batch 4, 288, sync 0.01 from step 12            0.054 / 21.26 / 0.382
+  96 px, batch 4, 288, sync 0.03 + mouth 5x + upper half pasted
+                                                         0.061 / 20.76 / 0.287
+  96 px, batch 8, 144, sync 0.03 + mouth 5x              0.050 / 21.74 / 0.287
+  96 px, batch 8, 128, the same                          0.052 / 21.05 / 0.226
+  96 px, batch 8, 112, the same (the previous demo)      0.054 / 21.00 / 0.303
+  96 px, batch 8, 448, the same (19.5 min of training)   0.036 / 23.84 / 0.148
+  96 px, 1-frame windows, batch 20, 288, L1 + mouth 5x   0.039 / 22.43 / 0.394
+  96 px, 4 windows + 20 single frames, 112, sync + mouth 5x
+                                                         0.065 / 20.27 / 0.447
+  96 px, batch 8, 112, output = reference lower half corrected in logit space
+                                                         0.040 / 21.70 / 0.454
+  48 px, batch 8, 336, sync 0.03 + mouth 5x (4.7 min)    0.037 / 24.51 / 0.154
+  48 px, batch 8, 384, the same (this config, tools/demo.py)
+                                                         0.036 / 24.54 / 0.189
+At 96 px the 1-frame run shows where image fidelity comes from (20 clips per
+step), but a 1-frame window leaves nothing for the sync loss and its mouths ignore
+the audio (shuffling the audio changes its mouth region by 0.0001-0.005); mixing
+single frames into the windows' batch, or starting from the reference's lower half
+(it stays there: sync loss 2.3 after 112 steps), did not help within the budget.
+The 48 px generator gets 3.6x the steps; its sync loss falls faster per step too
+(eval 0.22 after 168 steps; 96 px: 1.14 after 64, 0.64 after 224). Its faces are
+blurry (upper-half L1 0.046 at 48 px; videos paste only the feathered lower face):
+what beats the reference is the mouth's shape, which follows the audio (with the
+audio 20 frames late: 0.048 / 21.07 / 0.385).
 Also tried and dropped earlier (320 steps each, batch 4): an output head that
 corrects the copy-the-reference composite (in logit or pixel space, or a
 GANimation-style blend with a learned mask) stays at the baseline under L1; the

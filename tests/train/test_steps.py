@@ -115,14 +115,18 @@ def test_generator_step_combines_losses_and_updates(generator_setup):
   assert np.mean(jax.tree.leaves(changed)) > 0.9  # (some grads may be exactly 0)
 
 
-def test_resize_for_expert_is_pil_bicubic():
+@pytest.mark.parametrize("size, expert_size", [(24, 48), (48, 24)])
+def test_resize_for_expert_is_pil_bicubic(size, expert_size):
+  # Up (the demo's 48 px generator under a 96 px expert) and down (a larger generator),
+  # where PIL's bicubic is antialiased.
   rng = np.random.default_rng(0)
-  frames = rng.uniform(0.0, 1.0, (1, 2, 24, 24, 3)).astype(np.float32)
-  up = np.asarray(steps.resize_for_expert(jnp.asarray(frames), 48))
+  frames = rng.uniform(0.0, 1.0, (1, 2, size, size, 3)).astype(np.float32)
+  resized = np.asarray(steps.resize_for_expert(jnp.asarray(frames), expert_size))
   expected = np.stack([np.stack([np.asarray(Image.fromarray(f[..., c]).resize(
-      (48, 48), Image.Resampling.BICUBIC)) for c in range(3)], axis=-1) for f in frames[0]])
-  np.testing.assert_allclose(up[0], np.clip(expected, 0.0, 1.0), atol=1e-6)
-  np.testing.assert_array_equal(steps.resize_for_expert(jnp.asarray(frames), 24), frames)
+      (expert_size, expert_size), Image.Resampling.BICUBIC)) for c in range(3)], axis=-1)
+                       for f in frames[0]])
+  np.testing.assert_allclose(resized[0], np.clip(expected, 0.0, 1.0), atol=1e-6)
+  np.testing.assert_array_equal(steps.resize_for_expert(jnp.asarray(frames), size), frames)
 
 
 def test_a_smaller_generator_is_judged_by_the_expert_at_its_size(generator_setup):
