@@ -98,7 +98,7 @@ def _common(config: ml_collections.ConfigDict) -> None:
   config.log_every_steps = 20
   config.on_nonfinite = "stop"
   config.keep_checkpoints = 1
-  config.mesh = ml_collections.ConfigDict({"model_axis_size": 1})
+  config.mesh = ml_collections.ConfigDict({"model_axis_size": 1, "shard_weights": False})
   config.distributed = ml_collections.ConfigDict(
       {"num_processes": 1, "coordinator_address": "", "process_id": 0})
   # The SyncNet trained by the syncnet part is the generator part's expert.

@@ -56,6 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.model_axis_size = 1
+  # With model_axis_size > 1: split large weights over "model" (train/sharding.py).
+  config.mesh.shard_weights = False
   config.distributed = ml_collections.ConfigDict()
   config.distributed.num_processes = 1  # > 1: jax.distributed.initialize; -1: auto
   config.distributed.coordinator_address = ""

@@ -372,7 +372,8 @@ def syncnet_iterator(source: Sequence[Clip], *, batch_size: int, seed: int,
 
 def generator_iterator(source: Sequence[Clip], *, batch_size: int, seed: int,
                        mel_offset_frames: int = 0, channel_order: str = "rgb",
-                       img_size: int | None = None, worker_count: int = 0, shard_index: int = 0, shard_count: int = 1,
+                       img_size: int | None = None, worker_count: int = 0,
+                       shard_index: int = 0, shard_count: int = 1,
                        num_epochs: int | None = None,
                        **iterator_options) -> grain.DatasetIterator:
   """Batches `{"inputs": (B, 5, H, W, 6), "mel_chunks": (B, 5, 80, 16, 1),

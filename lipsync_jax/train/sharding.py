@@ -1,9 +1,15 @@
 """Device mesh, shardings of batches and train states, and multi-host start-up.
 
 One mesh over all devices with axes ("data", "model"); batches are split over
-"data", train states are replicated (a "model" axis of size > 1 is available
-for configs that shard large weights; none of ours needs it at 96 x 96). The
-jitted steps get explicit in/out shardings and donate the state they replace.
+"data". Train states are replicated, or, with `shard_weights` and a "model" axis
+of size m > 1 (`config.mesh.model_axis_size`, `config.mesh.shard_weights`),
+every state array of at least `MIN_SHARDED_SIZE` elements (weights, their
+optimizer moments) is split m ways along its last axis that m divides (a
+kernel's output channels): each device holds 1/m of them and XLA's SPMD
+partitioner splits the layers' computation to match, inserting the
+collectives. Our models (30M parameters) fit every accelerator replicated;
+the option is for larger variants. The jitted steps get explicit in/out
+shardings and donate the state they replace.
 
 Multi-host: every process calls `initialize_distributed` first, builds the
 same mesh over all global devices, reads its own part of each global batch
@@ -11,6 +17,7 @@ same mesh over all global devices, reads its own part of each global batch
 `jax.make_array_from_process_local_data`.
 """
 
+import math
 from typing import Any, Callable, Sequence
 
 import jax
@@ -21,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 PyTree = Any
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
+MIN_SHARDED_SIZE = 2**14  # Smaller arrays (biases, norms, scalars) stay replicated.
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -60,9 +68,26 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def state_sharding(mesh: Mesh, state: PyTree) -> PyTree:
-  """Per-leaf sharding of a train state: replicated on every device."""
-  return jax.tree.map(lambda _: replicated(mesh), state)
+def state_sharding(mesh: Mesh, state: PyTree, shard_weights: bool = False) -> PyTree:
+  """Per-leaf sharding of a train state (arrays or `jax.ShapeDtypeStruct`s).
+
+  Replicated on every device; with `shard_weights`, arrays of at least
+  `MIN_SHARDED_SIZE` elements are split over "model" along their last axis that
+  the axis size divides (replicated if none does, or if the axis has size 1).
+  """
+  model_size = mesh.shape[MODEL_AXIS]
+
+  def leaf(x) -> NamedSharding:
+    shape = tuple(x.shape)
+    if shard_weights and model_size > 1 and math.prod(shape) >= MIN_SHARDED_SIZE:
+      for axis in reversed(range(len(shape))):
+        if shape[axis] % model_size == 0:
+          spec = [None] * len(shape)
+          spec[axis] = MODEL_AXIS
+          return NamedSharding(mesh, PartitionSpec(*spec))
+    return replicated(mesh)
+
+  return jax.tree.map(leaf, state)
 
 
 def put_replicated(mesh: Mesh, tree: PyTree) -> PyTree:
@@ -94,7 +119,7 @@ def make_global_batch(mesh: Mesh, local_batch: dict[str, np.ndarray]) -> dict[st
 
 def jit_train_step(step: Callable, mesh: Mesh, state: PyTree, num_batch_args: int = 1,
                    num_replicated_args: int = 0, num_outputs: int = 2,
-                   batch_outputs: Sequence[int] = ()) -> Callable:
+                   batch_outputs: Sequence[int] = (), shard_weights: bool = False) -> Callable:
   """`jax.jit` of `step(state, *replicated_args, *batch_args)` with explicit shardings.
 
   Args:
@@ -107,11 +132,13 @@ def jit_train_step(step: Callable, mesh: Mesh, state: PyTree, num_batch_args: in
       the frozen networks' variables).
     num_outputs: number of outputs (state, metrics, ...).
     batch_outputs: indices of outputs sharded on "data" (e.g. generated frames).
+    shard_weights: the state's large arrays split over "model" (`state_sharding`);
+      the state must be placed with the same `state_sharding`.
 
   Returns:
     The jitted step; the state argument is donated.
   """
-  state_shardings = state_sharding(mesh, state)
+  state_shardings = state_sharding(mesh, state, shard_weights)
   in_shardings = ((state_shardings,) + (replicated(mesh),) * num_replicated_args
                   + (batch_sharding(mesh),) * num_batch_args)
   out_shardings = tuple(
@@ -124,9 +151,10 @@ def jit_train_step(step: Callable, mesh: Mesh, state: PyTree, num_batch_args: in
 
 def jit_eval_step(step: Callable, mesh: Mesh, state: PyTree, num_batch_args: int = 1,
                   num_replicated_args: int = 0, batch_outputs: Sequence[int] = (),
-                  num_outputs: int = 1) -> Callable:
+                  num_outputs: int = 1, shard_weights: bool = False) -> Callable:
   """`jax.jit` of an eval step `step(state, *replicated_args, *batch_args)`, no donation."""
-  in_shardings = ((state_sharding(mesh, state),) + (replicated(mesh),) * num_replicated_args
+  in_shardings = ((state_sharding(mesh, state, shard_weights),)
+                  + (replicated(mesh),) * num_replicated_args
                   + (batch_sharding(mesh),) * num_batch_args)
   outs = tuple(batch_sharding(mesh) if i in batch_outputs else replicated(mesh)
                for i in range(num_outputs))

@@ -54,17 +54,18 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(directory.absolute(), options=options)
 
   def restore_latest(self, state: PyTree, iterator: grain.DatasetIterator,
-                     target: jax.sharding.Sharding) -> PyTree:
+                     shardings: PyTree) -> PyTree:
     """The latest saved state (iterator restored in place), or `state` if none.
 
-    The state is read straight into `target` (the mesh's replicated sharding): each
-    process reads its own copy, with no transfer between hosts.
+    The state is read straight into `shardings` (per leaf, `sharding.state_sharding`):
+    each process reads the parts its devices hold, with no transfer between hosts.
     """
     step = self._manager.latest_step()
     if step is None:
       return state
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=target), state)
+        lambda x, target: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=target), state,
+        shardings)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract),
         data=grain.checkpoint.CheckpointRestore(iterator)))
@@ -120,6 +121,11 @@ def _evaluate(eval_step, state, args, eval_iterator, mesh, num_batches: int
   return _collect(per_batch, "skip")
 
 
+def _shard_weights(config: ml_collections.ConfigDict) -> bool:
+  """`config.mesh.shard_weights` (absent: False): see `train/sharding.py`."""
+  return bool(config.mesh.get("shard_weights", False))
+
+
 def _train_loop(config, workdir, state, train_step, eval_fn, data, checkpoint_metric,
                 after_step=None, on_eval=None):
   """The loop shared by both trainers.
@@ -137,9 +143,13 @@ def _train_loop(config, workdir, state, train_step, eval_fn, data, checkpoint_me
                               checkpoint_metric)
   reporter = components.Reporter(workdir / "tensorboard", config.num_train_steps)
   try:
-    state = checkpointer.restore_latest(state, data.train_iterator,
-                                        sharding.replicated(data.mesh))
-    state = jax.device_put(state, sharding.replicated(data.mesh))
+    shardings = sharding.state_sharding(data.mesh, state, _shard_weights(config))
+    split = [s for s in jax.tree.leaves(shardings) if sharding.MODEL_AXIS in s.spec]
+    if split:
+      logging.info("Train state: %d of %d arrays split over the %r mesh axis", len(split),
+                   len(jax.tree.leaves(shardings)), sharding.MODEL_AXIS)
+    state = checkpointer.restore_latest(state, data.train_iterator, shardings)
+    state = jax.device_put(state, shardings)
     first_step = int(state.step)
     pending = []
     for step in range(first_step + 1, config.num_train_steps + 1):
@@ -190,8 +200,9 @@ def train_syncnet(config: ml_collections.ConfigDict, workdir: str
       steps.make_syncnet_train_step(syncnet, tx, loss_config.get("contrastive_weight", 0.0),
                                     loss_config.get("temperature", 0.1),
                                     loss_config.get("in_batch_negatives_weight", 0.0)),
-      data.mesh, state)
-  evaluate = sharding.jit_eval_step(steps.make_syncnet_eval_step(syncnet), data.mesh, state)
+      data.mesh, state, shard_weights=_shard_weights(config))
+  evaluate = sharding.jit_eval_step(steps.make_syncnet_eval_step(syncnet), data.mesh, state,
+                                    shard_weights=_shard_weights(config))
 
   def train_step(state, batch):
     state, metrics = train(state, batch)
@@ -237,18 +248,19 @@ def train_generator(config: ml_collections.ConfigDict, workdir: str
                      if discriminator is not None else None),
       sync_weight=state_lib.initial_sync_weight(loss_config))
 
+  shard = _shard_weights(config)
   gen_step = sharding.jit_train_step(
       steps.make_generator_train_step(generator, tx, expert, lpips_fn, discriminator,
                                       loss_config.lpips_weight,
                                       loss_config.adversarial_weight, mouth_weight),
-      data.mesh, state, num_replicated_args=1, num_outputs=3, batch_outputs=(2,))
+      data.mesh, state, num_replicated_args=1, num_outputs=3, batch_outputs=(2,),
+      shard_weights=shard)
   disc_step = (sharding.jit_train_step(
       steps.make_discriminator_train_step(discriminator, disc_tx), data.mesh, state,
-      num_batch_args=2) if discriminator is not None else None)
+      num_batch_args=2, shard_weights=shard) if discriminator is not None else None)
   evaluate = sharding.jit_eval_step(
       steps.make_generator_eval_step(generator, expert, lpips_fn, mouth_weight), data.mesh,
-      state,
-      num_replicated_args=1, num_outputs=2, batch_outputs=(1,))
+      state, num_replicated_args=1, num_outputs=2, batch_outputs=(1,), shard_weights=shard)
 
   def train_step(state, batch):
     state, metrics, generated = gen_step(state, frozen, batch)
@@ -272,7 +284,7 @@ def train_generator(config: ml_collections.ConfigDict, workdir: str
     if updated is not state:
       logging.info("eval sync loss %.4f < %.2f: sync loss weight now %.3f",
                    eval_metrics["sync"], loss_config.sync_threshold, loss_config.sync_weight)
-      updated = jax.device_put(updated, sharding.replicated(data.mesh))
+      updated = jax.device_put(updated, sharding.state_sharding(data.mesh, updated, shard))
     return updated
 
   return _train_loop(config, workdir, state, train_step, eval_fn, data, "l1_plus_sync",

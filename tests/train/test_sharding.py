@@ -1,4 +1,6 @@
-"""Sharded steps on 8 fake CPU devices equal the single-device steps.
+"""Sharded steps on 8 fake CPU devices equal the single-device steps: 8-way data
+parallel with the state replicated, and a 4 x 2 (data, model) mesh with the large
+weights split over "model".
 
 The comparison runs in a subprocess (this file as a script) so that only it sees
 8 CPU devices (`--xla_force_host_platform_device_count=8`); the test session
@@ -76,32 +78,46 @@ def _run_check() -> None:
   generated = rng.random((b, 1, s, s, 3), np.float32)
 
   results = {}
-  for name, mesh in (("single", sharding.make_mesh(devices=jax.devices()[:1])),
-                     ("sharded", sharding.make_mesh())):
+  # "data": 8-way data parallel, state replicated. "model": a 4 x 2 mesh whose
+  # "model" axis splits the large weights and their optimizer moments.
+  for name, mesh, shard in (("single", sharding.make_mesh(devices=jax.devices()[:1]), False),
+                            ("data", sharding.make_mesh(), False),
+                            ("model", sharding.make_mesh(model_axis_size=2), True)):
     put = lambda tree: jax.device_put(tree, sharding.replicated(mesh))
+    put_state = lambda tree: jax.device_put(tree, sharding.state_sharding(mesh, tree, shard))
     batch = lambda tree: sharding.make_global_batch(mesh, tree)
     # With the in-batch contrastive term: its (B, B) similarity matrix spans all shards.
     sync_step = sharding.jit_train_step(
-        steps.make_syncnet_train_step(syncnet, tx, contrastive_weight=0.5), mesh, syncnet_state)
+        steps.make_syncnet_train_step(syncnet, tx, contrastive_weight=0.5), mesh, syncnet_state,
+        shard_weights=shard)
     gen_step = sharding.jit_train_step(
         steps.make_generator_train_step(generator, tx, syncnet, None, None, 0.0, 0.0),
-        mesh, gen_state, num_replicated_args=1, num_outputs=3, batch_outputs=(2,))
+        mesh, gen_state, num_replicated_args=1, num_outputs=3, batch_outputs=(2,),
+        shard_weights=shard)
     disc_step = sharding.jit_train_step(
         steps.make_discriminator_train_step(discriminator, tx), mesh, gen_state,
-        num_batch_args=2)
-    out_sync = sync_step(put(syncnet_state), batch(syncnet_batch))
-    out_gen = gen_step(put(gen_state), put(expert), batch(generator_batch))
+        num_batch_args=2, shard_weights=shard)
+    out_sync = sync_step(put_state(syncnet_state), batch(syncnet_batch))
+    out_gen = gen_step(put_state(gen_state), put(expert), batch(generator_batch))
     target = batch({"t": generator_batch["target"][:, :1]})["t"]
-    out_disc = disc_step(put(gen_state), batch({"g": generated})["g"], target)
-    if name == "sharded":
+    out_disc = disc_step(put_state(gen_state), batch({"g": generated})["g"], target)
+    if name != "single":
       assert len(out_gen[2].sharding.device_set) == 8
       assert len(batch(syncnet_batch)["mel"].addressable_shards) == 8
+    if name == "model":  # Each device holds half of every large weight.
+      for params in (out_sync[0].syncnet.params, out_gen[0].generator.params,
+                     out_disc[0].discriminator.params):
+        split = [x for x in jax.tree.leaves(params) if "model" in x.sharding.spec]
+        assert split, "no weight is split over the model axis"
+        assert all(x.addressable_shards[0].data.size * 2 == x.size for x in split)
     results[name] = jax.device_get((out_sync, out_gen, out_disc))
 
-  for i, step_name in enumerate(("syncnet", "generator", "discriminator")):
-    for j, output_name in enumerate(("state", "metrics", "generated")[:len(results["single"][i])]):
-      difference = _max_difference(results["single"][i][j], results["sharded"][i][j])
-      print(f"{step_name}/{output_name} {difference:.3e}")
+  for mesh_name in ("data", "model"):
+    for i, step_name in enumerate(("syncnet", "generator", "discriminator")):
+      outputs = ("state", "metrics", "generated")[:len(results["single"][i])]
+      for j, output_name in enumerate(outputs):
+        difference = _max_difference(results["single"][i][j], results[mesh_name][i][j])
+        print(f"{mesh_name}:{step_name}/{output_name} {difference:.3e}")
 
 
 def test_sharded_steps_equal_single_device_steps():
@@ -112,11 +128,12 @@ def test_sharded_steps_equal_single_device_steps():
                           timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   differences = dict(line.split() for line in result.stdout.strip().splitlines())
-  assert set(differences) == {"syncnet/state", "syncnet/metrics", "generator/state",
-                              "generator/metrics", "generator/generated",
-                              "discriminator/state", "discriminator/metrics"}, result.stdout
+  outputs = {"syncnet/state", "syncnet/metrics", "generator/state", "generator/metrics",
+             "generator/generated", "discriminator/state", "discriminator/metrics"}
+  assert set(differences) == {f"{mesh}:{output}" for mesh in ("data", "model")
+                              for output in outputs}, result.stdout
   for name, difference in differences.items():
-    tolerance = GENERATED_TOLERANCE if name == "generator/generated" else TOLERANCE
+    tolerance = GENERATED_TOLERANCE if name.endswith("generator/generated") else TOLERANCE
     assert float(difference) <= tolerance, (name, difference)
 
 if __name__ == "__main__":
