@@ -98,8 +98,8 @@ def test_conv_transpose_matches_torch_values_and_gradients(kernel, stride, paddi
 
   reference = torch.nn.ConvTranspose2d(5, 7, kernel, stride, padding, output_padding)
   with torch.no_grad():  # (kH, kW, Cout, Cin) -> PyTorch (Cin, Cout, kH, kW)
-    reference.weight.copy_(torch.from_numpy(np.asarray(params["kernel"]).transpose(3, 2, 0, 1)))
-    reference.bias.copy_(torch.from_numpy(np.asarray(params["bias"])))
+    reference.weight.copy_(torch.from_numpy(np.array(params["kernel"]).transpose(3, 2, 0, 1)))
+    reference.bias.copy_(torch.from_numpy(np.array(params["bias"])))
   x_torch = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
   y_torch = reference(x_torch)
   (y_torch * torch.from_numpy(cotangent.transpose(0, 3, 1, 2))).sum().backward()
