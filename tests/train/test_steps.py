@@ -75,6 +75,28 @@ def test_collect_stops_naming_the_step_and_the_loss():
   assert averaged == {"loss": 1.0, "l1": 0.5}
 
 
+def _tiny_generator_step(img_size: int, batch, expert):
+  """(jitted generator step, its initial state) of a tiny AttnWav2Lip at `img_size`."""
+  generator = AttnWav2Lip(img_size=img_size, widths=(8, 8, 16), encoder_blocks=1,
+                          decoder_blocks=1, cbam_reduction=4)
+  tx = optax.adam(1e-3)
+  state = state_lib.GeneratorTrainState(
+      step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(0),
+      generator=state_lib.init_model_state(
+          generator, tx, jax.random.key(2), (batch["mel_chunks"][:, 0], batch["inputs"][:, 0])),
+      discriminator=None, sync_weight=jnp.asarray(0.03, jnp.float32))
+  # -O0: compiling dominates these tests' time.
+  step = jax.jit(steps.make_generator_train_step(generator, tx, expert, None, None, 0.0, 0.0),
+                 compiler_options={"xla_backend_optimization_level": 0})
+  return step, state
+
+
+def _pil_bicubic(frames: np.ndarray, size: int) -> np.ndarray:
+  """(N, h, w, 3) float frames resized by PIL's bicubic, one float channel at a time."""
+  return np.stack([np.stack([np.asarray(Image.fromarray(f[..., c]).resize(
+      (size, size), Image.Resampling.BICUBIC)) for c in range(3)], axis=-1) for f in frames])
+
+
 @pytest.fixture(scope="module")
 def generator_setup():
   rng = np.random.default_rng(0)
@@ -83,20 +105,10 @@ def generator_setup():
            "mel_chunks": rng.normal(size=(b, t, 80, 16, 1)).astype(np.float32),
            "sync_mel": rng.normal(size=(b, 80, 16, 1)).astype(np.float32),
            "target": rng.random((b, t, s, s, 3), np.float32)}
-  generator = AttnWav2Lip(widths=(8, 8, 16), encoder_blocks=1, decoder_blocks=1,
-                          cbam_reduction=4)
   expert = SyncNet()
   frozen = {"expert": state_lib.jit_init(expert)(jax.random.key(1), batch["sync_mel"],
                                            steps.lower_half_stack(batch["target"]))}
-  tx = optax.adam(1e-3)
-  state = state_lib.GeneratorTrainState(
-      step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(0),
-      generator=state_lib.init_model_state(
-          generator, tx, jax.random.key(2), (batch["mel_chunks"][:, 0], batch["inputs"][:, 0])),
-      discriminator=None, sync_weight=jnp.asarray(0.03, jnp.float32))
-  # -O0: compiling dominates this test's time.
-  step = jax.jit(steps.make_generator_train_step(generator, tx, expert, None, None, 0.0, 0.0),
-                 compiler_options={"xla_backend_optimization_level": 0})
+  step, state = _tiny_generator_step(s, batch, expert)
   return step, state, frozen, batch
 
 
@@ -122,34 +134,24 @@ def test_resize_for_expert_is_pil_bicubic(size, expert_size):
   rng = np.random.default_rng(0)
   frames = rng.uniform(0.0, 1.0, (1, 2, size, size, 3)).astype(np.float32)
   resized = np.asarray(steps.resize_for_expert(jnp.asarray(frames), expert_size))
-  expected = np.stack([np.stack([np.asarray(Image.fromarray(f[..., c]).resize(
-      (expert_size, expert_size), Image.Resampling.BICUBIC)) for c in range(3)], axis=-1)
-                       for f in frames[0]])
-  np.testing.assert_allclose(resized[0], np.clip(expected, 0.0, 1.0), atol=1e-6)
+  expected = np.clip(_pil_bicubic(frames[0], expert_size), 0.0, 1.0)
+  np.testing.assert_allclose(resized[0], expected, atol=1e-6)
   np.testing.assert_array_equal(steps.resize_for_expert(jnp.asarray(frames), size), frames)
 
 
 def test_a_smaller_generator_is_judged_by_the_expert_at_its_size(generator_setup):
   _, _, frozen, batch = generator_setup
   small = {k: (v[:, :, ::2, ::2] if k in ("inputs", "target") else v) for k, v in batch.items()}
-  generator = AttnWav2Lip(img_size=48, widths=(8, 8, 16), encoder_blocks=1, decoder_blocks=1,
-                          cbam_reduction=4)
   expert = SyncNet()
-  tx = optax.adam(1e-3)
-  state = state_lib.GeneratorTrainState(
-      step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(0),
-      generator=state_lib.init_model_state(
-          generator, tx, jax.random.key(2), (small["mel_chunks"][:, 0], small["inputs"][:, 0])),
-      discriminator=None, sync_weight=jnp.asarray(0.03, jnp.float32))
-  step = jax.jit(steps.make_generator_train_step(generator, tx, expert, None, None, 0.0, 0.0),
-                 compiler_options={"xla_backend_optimization_level": 0})
+  step, state = _tiny_generator_step(48, small, expert)
   _, metrics, generated = step(state, frozen, small)
   assert generated.shape == small["target"].shape
   np.testing.assert_allclose(metrics["l1"], np.mean(np.abs(generated - small["target"])),
                              rtol=1e-5)
-  audio_emb, face_emb = expert.apply(
-      frozen["expert"], small["sync_mel"],
-      steps.lower_half_stack(steps.resize_for_expert(generated, 96)), train=False)
+  # The expert sees the frames at 96 px, resized as PIL resizes them.
+  upsampled = np.clip(_pil_bicubic(np.asarray(generated)[0], 96), 0.0, 1.0)[None]
+  audio_emb, face_emb = expert.apply(frozen["expert"], small["sync_mel"],
+                                     steps.lower_half_stack(upsampled), train=False)
   expected, _ = losses.sync_loss(audio_emb, face_emb, 1.0)
   np.testing.assert_allclose(metrics["sync"], expected, rtol=1e-4)
 
