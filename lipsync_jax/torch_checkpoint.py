@@ -16,23 +16,59 @@ Any other global raises `UnsafeCheckpointError` before anything is called, so no
 code in the file runs. Storage sizes, offsets and strides are bounds-checked
 before any strided view is taken.
 
+Limits: no file makes the reader allocate more than a fixed multiple of its size.
+
+* A tensor may not have more elements than its storage, nor reach past it
+  (offset + sum((size - 1) * stride) + 1 elements at most), nor have negative
+  sizes, strides or offset; so a zero-stride (expanded) tensor larger than its
+  storage is refused, although torch itself could write one.
+* All tensors (and bare storages) copied out add up to at most
+  `_MAX_COPY_FACTOR` times the storage bytes read, plus `_LIMIT_FLOOR_BYTES`:
+  a pickle that references one tensor a million times is refused.
+* Zip members must be stored or deflated; a stored one may not declare more
+  bytes than the whole file, and all members read together may not expand past
+  `_ZIP_EXPANSION_LIMIT` times the file's size (at least `_LIMIT_FLOOR_BYTES`).
+  A member's declared size is checked before reading, and the read itself is
+  capped at the limit, whatever the member declares.
+* The object pickle (zip `data.pkl`, or the legacy format's pickles) may be at
+  most `_MAX_PICKLE_BYTES` long.
+
+Whatever breaks a limit raises `CheckpointFormatError` ("<path>: refused, ...").
+
 Tensors come back as numpy arrays (bfloat16 and float8 via `ml_dtypes`), each an
 independent contiguous copy, also when several tensors shared one storage.
 """
 
 import collections
 import io
+import math
 import os
 import pickle
+import reprlib
 import zipfile
 from typing import Any, BinaryIO, Callable
 
 import ml_dtypes
 import numpy as np
 
+from lipsync_jax.errors import CheckpointError
+
 _LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
 _LEGACY_PROTOCOL_VERSION = 1001
 _ZIP_MAGIC = b"PK\x03\x04"
+
+# All zip members read may expand to this many times the file size together:
+# torch stores members uncompressed, so only a re-compressed file comes near it.
+_ZIP_EXPANSION_LIMIT = 64
+# The tensors copied out may add up to this many times the storage bytes read
+# (views of one storage may overlap, and a state dict may hold a tensor twice).
+_MAX_COPY_FACTOR = 4
+# Floor of both limits above, in bytes, so that tiny files are not held to tiny limits.
+_LIMIT_FLOOR_BYTES = 1 << 20
+# The longest object pickle read, in bytes (a state dict needs ~200 per tensor).
+_MAX_PICKLE_BYTES = 64 << 20
+# Members compressed otherwise (bzip2, lzma) inflate without bound per read.
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 _DTYPES_BY_NAME = {
     "float64": np.dtype(np.float64), "float32": np.dtype(np.float32),
@@ -62,16 +98,19 @@ _STORAGE_DTYPES = {
 }
 
 
-class CheckpointError(ValueError):
-  """Base class of the errors raised by this module."""
-
-
 class UnsafeCheckpointError(CheckpointError):
   """The file's pickle references a global outside the admitted tensor set."""
 
 
 class CheckpointFormatError(CheckpointError):
-  """The file is truncated, corrupt or not a PyTorch checkpoint."""
+  """The file is truncated, corrupt, not a PyTorch checkpoint, or breaks a limit."""
+
+
+class _Refusal(Exception):
+  """The file breaks one of the reader's limits; the message is one line, no path.
+
+  `read_checkpoint` turns it into `CheckpointFormatError("<path>: refused, ...")`.
+  """
 
 
 class _Inert:
@@ -119,7 +158,11 @@ class _Storage(_Inert):
 
 
 class _PendingTensor(_Inert):
-  """A tensor to build once all storages are read (legacy files store data last)."""
+  """A tensor to build once all storages are read (legacy files store data last).
+
+  Raises `_Refusal` for a negative offset, size or stride, and (in `to_numpy`)
+  for a tensor with more elements than its storage or reaching past its end.
+  """
   __slots__ = ("storage", "offset", "shape", "stride", "dtype")
 
   def __init__(self, storage, offset, shape, stride, dtype=None):
@@ -129,26 +172,52 @@ class _PendingTensor(_Inert):
       raise pickle.UnpicklingError("tensor rebuilt with something that is not a dtype")
     self.storage, self.dtype = storage, storage.dtype if dtype is None else dtype.dtype
     self.offset, self.shape, self.stride = offset, tuple(shape), tuple(stride)
-    if not all(isinstance(v, int) and v >= 0
-               for v in (self.offset,) + self.shape + self.stride):
-      raise pickle.UnpicklingError("tensor offset, size and stride must be ints >= 0")
+    values = (self.offset,) + self.shape + self.stride
+    if not all(isinstance(v, int) for v in values):
+      raise pickle.UnpicklingError("tensor offset, size and stride must be ints")
+    if min(values) < 0:
+      raise _Refusal(f"a tensor has a negative offset, size or stride ({self._layout()})")
     if len(self.shape) != len(self.stride):
       raise pickle.UnpicklingError("tensor size and stride differ in length")
 
-  def to_numpy(self) -> np.ndarray:
-    """Bounds-checked strided read of the storage, returned as a contiguous copy."""
+  def _layout(self) -> str:
+    return (f"shape {reprlib.repr(self.shape)}, stride {reprlib.repr(self.stride)}, "
+            f"offset {self.offset}")
+
+  def to_numpy(self, max_bytes: int, where: tuple = ()) -> np.ndarray:
+    """Bounds-checked strided read of the storage, returned as a contiguous copy.
+
+    Args:
+      max_bytes: the most bytes the copy may take.
+      where: the keys and indices leading to the tensor in the checkpoint, for
+        error messages.
+
+    Raises:
+      _Refusal: the tensor has more elements than its storage, reaches past
+        its end, or would take more than `max_bytes`.
+      pickle.UnpicklingError: a dtype that does not fit the storage's bytes.
+    """
     elements = self.storage.elements()
     if self.dtype != elements.dtype:  # v3 rebuilds view untyped (byte) storages.
       elements = elements.view(np.uint8)
       if elements.size % self.dtype.itemsize:
         raise pickle.UnpicklingError("storage bytes do not divide into the tensor dtype")
       elements = elements.view(self.dtype)
-    if 0 in self.shape:
+    numel = math.prod(self.shape)
+    if numel == 0:
       return np.zeros(self.shape, self.dtype)
     last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
-    if last >= elements.size:
-      raise pickle.UnpicklingError(
-          f"tensor reads element {last} of a storage of {elements.size}")
+    if numel > elements.size:
+      problem = f"has {numel} elements, more than its storage of {elements.size}"
+    elif last >= elements.size:
+      problem = f"reads element {last} of a storage of {elements.size}"
+    elif numel * self.dtype.itemsize > max_bytes:
+      problem = (f"takes the tensors copied out past {_MAX_COPY_FACTOR}x the storage "
+                 "bytes in the file")
+    else:
+      problem = None
+    if problem:
+      raise _Refusal(f"tensor {_where(where)}of {self._layout()} {problem}")
     view = np.lib.stride_tricks.as_strided(
         elements[self.offset:], shape=self.shape,
         strides=[s * self.dtype.itemsize for s in self.stride], writeable=False)
@@ -245,30 +314,127 @@ def _from_bytes(buffer: bytes, dtype: np.dtype, big_endian: bool) -> np.ndarray:
   return swapped.view(dtype)
 
 
-def _materialize(obj: Any) -> Any:
-  """Replaces pending tensors (and bare storages) in containers by numpy arrays."""
-  if isinstance(obj, _PendingTensor):
-    return obj.to_numpy()
-  if isinstance(obj, _Storage):
-    return np.array(obj.elements(), copy=True)
-  if isinstance(obj, dict):
-    return {key: _materialize(value) for key, value in obj.items()}
-  if isinstance(obj, list):
-    return [_materialize(value) for value in obj]
-  if isinstance(obj, tuple):
-    return tuple(_materialize(value) for value in obj)
-  return obj
+class _Materializer:
+  """Replaces pending tensors (and bare storages) in containers by numpy arrays.
+
+  The copies may add up to `_MAX_COPY_FACTOR` times `storage_bytes` (the bytes
+  of all storages read from the file) plus `_LIMIT_FLOOR_BYTES`, counting a
+  tensor each time the pickle references it.
+  """
+
+  def __init__(self, storage_bytes: int):
+    self._left = _MAX_COPY_FACTOR * storage_bytes + _LIMIT_FLOOR_BYTES
+
+  def __call__(self, obj: Any, where: tuple = ()) -> Any:
+    if isinstance(obj, _PendingTensor):
+      array = obj.to_numpy(self._left, where)
+    elif isinstance(obj, _Storage):
+      elements = obj.elements()
+      if elements.nbytes > self._left:
+        raise _Refusal(f"storage {_where(where)}takes the tensors copied out past "
+                       f"{_MAX_COPY_FACTOR}x the storage bytes in the file")
+      array = np.array(elements, copy=True)
+    elif isinstance(obj, dict):
+      return {key: self(value, where + (key,)) for key, value in obj.items()}
+    elif isinstance(obj, (list, tuple)):
+      values = (self(value, where + (i,)) for i, value in enumerate(obj))
+      return list(values) if isinstance(obj, list) else tuple(values)
+    else:
+      return obj
+    self._left -= array.nbytes
+    return array
+
+
+def _where(keys: tuple) -> str:
+  """E.g. "['state_dict']['w'] " for the keys ("state_dict", "w"); "" for none."""
+  return "".join(f"[{reprlib.repr(key)}]" for key in keys) + (" " if keys else "")
+
+
+def _storage_bytes(storages: dict[str, _Storage]) -> int:
+  """Bytes of the root storages' data read from the file."""
+  return sum(s.data.nbytes for s in storages.values() if s.data is not None)
+
+
+class _ZipMembers:
+  """Reads an archive's members in a bounded way.
+
+  A member must be stored or deflated; a stored member may not declare more
+  bytes than the file; all members read together may not expand past
+  `_ZIP_EXPANSION_LIMIT` times the file size (at least `_LIMIT_FLOOR_BYTES`).
+  """
+
+  def __init__(self, archive: zipfile.ZipFile, file_size: int):
+    self._archive, self._file_size = archive, file_size
+    self._total = max(_ZIP_EXPANSION_LIMIT * file_size, _LIMIT_FLOOR_BYTES)
+    self._left = self._total
+
+  def read(self, name: str, max_bytes: int | None = None, what: str = "") -> bytes:
+    """The bytes of member `name`, of at most `max_bytes` (described by `what`).
+
+    Raises:
+      _Refusal: the member declares or yields more bytes than a limit
+        allows, or is compressed other than deflated.
+    """
+    info = self._archive.getinfo(name)
+    if info.compress_type not in _ZIP_METHODS:
+      raise _Refusal(f"zip member {name!r} uses compression method {info.compress_type}; "
+                     "only stored and deflated members are read")
+    limit, why = self._left, (
+        f"the {self._left} bytes left of the {self._total} that all members may "
+        f"expand to ({_ZIP_EXPANSION_LIMIT}x the file size, at least {_LIMIT_FLOOR_BYTES})")
+    if info.compress_type == zipfile.ZIP_STORED and self._file_size < limit:
+      limit, why = self._file_size, f"the whole file's {self._file_size} (it is stored)"
+    if max_bytes is not None and max_bytes < limit:
+      limit, why = max_bytes, f"the {max_bytes} allowed for {what}"
+    if info.file_size > limit:
+      raise _Refusal(f"zip member {name!r} declares {info.file_size} bytes, more than {why}")
+    with self._archive.open(info) as member:
+      data = member.read(limit + 1)  # Whatever it declared: more is refused.
+    if len(data) > limit:
+      raise _Refusal(f"zip member {name!r} holds more bytes than {why}")
+    self._left -= len(data)
+    return data
+
+
+class _BoundedFile:
+  """Read-only view of a binary file that hands out at most `limit` bytes.
+
+  An unpickler reading it leaves the file just past the pickle (it peeks
+  ahead, then reads only what it consumed).
+  """
+
+  def __init__(self, f: BinaryIO, limit: int, what: str):
+    self._f, self._left = f, limit
+    self._error = f"{what} is longer than the {limit} bytes allowed"
+
+  def read(self, n: int = -1) -> bytes:
+    if n is None or n < 0 or n > self._left:
+      raise _Refusal(self._error)
+    data = self._f.read(n)
+    self._left -= len(data)
+    return data
+
+  def peek(self, n: int = 0) -> bytes:
+    return self._f.peek(n)[:self._left]
+
+  def readline(self, size: int = -1) -> bytes:
+    line = self._f.readline(self._left + 1 if size < 0 else min(size, self._left + 1))
+    if len(line) > self._left:
+      raise _Refusal(self._error)
+    self._left -= len(line)
+    return line
 
 
 def _read_zip(path: str) -> Any:
-  with zipfile.ZipFile(path) as archive:
+  with open(path, "rb") as f, zipfile.ZipFile(f) as archive:
+    members = _ZipMembers(archive, os.fstat(f.fileno()).st_size)
     names = set(archive.namelist())
     pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
       raise pickle.UnpicklingError("zip archive without exactly one '<prefix>/data.pkl'")
     prefix = pickles[0][:-len("data.pkl")]
-    byteorder = (archive.read(prefix + "byteorder") if prefix + "byteorder" in names
-                 else b"little")
+    byteorder = (members.read(prefix + "byteorder", 16, "a byte order")
+                 if prefix + "byteorder" in names else b"little")
     if byteorder not in (b"little", b"big"):
       raise pickle.UnpicklingError(f"unknown byte order {byteorder!r}")
     storages: dict[str, _Storage] = {}
@@ -283,7 +449,7 @@ def _read_zip(path: str) -> Any:
         if record not in names:
           raise pickle.UnpicklingError(f"storage record '{record}' is missing")
         nbytes = numel * storage_type.dtype.itemsize
-        buffer = archive.read(record)
+        buffer = members.read(record)
         if len(buffer) < nbytes:
           raise pickle.UnpicklingError(f"storage record '{record}' is truncated")
         storage = _Storage(storage_type.dtype, numel)
@@ -292,20 +458,24 @@ def _read_zip(path: str) -> Any:
         storages[key] = storage
       return storages[key]
 
-    with archive.open(pickles[0]) as data_pickle:
-      obj = _RestrictedUnpickler(io.BytesIO(data_pickle.read()), path,
-                                 load_storage).load()
-  return _materialize(obj)
+    data_pickle = members.read(pickles[0], _MAX_PICKLE_BYTES, "the object pickle")
+    obj = _RestrictedUnpickler(io.BytesIO(data_pickle), path, load_storage).load()
+    return _Materializer(_storage_bytes(storages))(obj)
 
 
 def _read_legacy(path: str) -> Any:
   with open(path, "rb") as f:
     file_size = os.fstat(f.fileno()).st_size
-    if _RestrictedUnpickler(f, path).load() != _LEGACY_MAGIC_NUMBER:
+
+    def unpickle(what: str, load_storage=None) -> Any:
+      bounded = _BoundedFile(f, _MAX_PICKLE_BYTES, f"the {what} at byte {f.tell()}")
+      return _RestrictedUnpickler(bounded, path, load_storage).load()
+
+    if unpickle("magic number pickle") != _LEGACY_MAGIC_NUMBER:
       raise pickle.UnpicklingError("no PyTorch magic number")
-    if _RestrictedUnpickler(f, path).load() != _LEGACY_PROTOCOL_VERSION:
+    if unpickle("protocol version pickle") != _LEGACY_PROTOCOL_VERSION:
       raise pickle.UnpicklingError("unsupported legacy protocol version")
-    _RestrictedUnpickler(f, path).load()  # System info; the data is always little-endian.
+    unpickle("system info pickle")  # The data is always little-endian.
     storages: dict[str, _Storage] = {}
 
     def load_storage(args: tuple) -> _Storage:
@@ -324,8 +494,8 @@ def _read_legacy(path: str) -> Any:
         raise pickle.UnpicklingError(f"storage view {view_key} exceeds its root")
       return storages.setdefault(view_key, _Storage(root.dtype, view_size, root, offset))
 
-    obj = _RestrictedUnpickler(f, path, load_storage).load()
-    keys = _RestrictedUnpickler(f, path).load()
+    obj = unpickle("object pickle", load_storage)
+    keys = unpickle("storage key pickle")
     if not isinstance(keys, list):
       raise pickle.UnpicklingError("storage key list is not a list")
     for key in keys:
@@ -343,7 +513,7 @@ def _read_legacy(path: str) -> Any:
       if nbytes > file_size - f.tell():
         raise pickle.UnpicklingError(f"file ends inside storage {key}")
       storage.data = _from_bytes(f.read(nbytes), storage.dtype, big_endian=False)
-  return _materialize(obj)
+  return _Materializer(_storage_bytes(storages))(obj)
 
 
 def read_checkpoint(path: str | os.PathLike) -> Any:
@@ -354,7 +524,9 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
 
   Raises:
     UnsafeCheckpointError: the pickle references any other global.
-    CheckpointFormatError: truncated, corrupt or not a PyTorch checkpoint.
+    CheckpointFormatError: truncated, corrupt or not a PyTorch checkpoint, or
+      past one of the reader's limits (see the module docstring), all with a
+      one-line message naming `path`.
   """
   path = os.fspath(path)
   try:
@@ -363,6 +535,8 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     return _read_zip(path) if is_zip else _read_legacy(path)
   except (UnsafeCheckpointError, FileNotFoundError, IsADirectoryError, PermissionError):
     raise
+  except _Refusal as e:
+    raise CheckpointFormatError(f"{path}: refused, {e}") from e
   except Exception as e:  # pylint: disable=broad-except
     # Whatever a corrupt pickle or archive throws (EOFError, BadZipFile, TypeError,
     # RecursionError, MemoryError, ...) means the same to a caller.

@@ -1,8 +1,11 @@
 """The restricted reader against files written by the real `torch.save`."""
 
 import collections
+import io
 import os
 import pickle
+import re
+import tracemalloc
 import zipfile
 
 import ml_dtypes
@@ -210,6 +213,84 @@ class _LegacyPickler(pickle.Pickler):
     return NotImplemented
 
 
+class _ZipPickler(_LegacyPickler):
+  """Writes the zip format's `data.pkl`: storage ids without view metadata."""
+
+  def persistent_id(self, obj):
+    if isinstance(obj, _Ref) and hasattr(obj, "root_key"):
+      return ("storage", torch.FloatStorage, obj.root_key, "cpu", obj.root_numel)
+    return None
+
+
+def _write_legacy(path, obj, key, root):
+  """A legacy-format file of `obj` whose storage `key` holds the float32 array `root`."""
+  with open(path, "wb") as f:
+    for header in (0x1950a86a20f9469cfc6c, 1001, {"protocol_version": 1001,
+                                                   "little_endian": True}):
+      pickle.dump(header, f, protocol=2)
+    _LegacyPickler(f, protocol=2).dump(obj)
+    pickle.dump([key], f, protocol=2)
+    f.write(root.size.to_bytes(8, "little") + root.tobytes())
+  return path
+
+
+def _write_zip(path, obj, key, root, compress_type=zipfile.ZIP_STORED):
+  """A zip-format file of `obj` whose storage `key` holds the float32 array `root`.
+
+  The records besides data.pkl and the storage come from a real `torch.save`.
+  """
+  template = _save({}, path.with_name("template.pth"), "zip")
+  data_pkl = io.BytesIO()
+  _ZipPickler(data_pkl, protocol=2).dump(obj)
+  with zipfile.ZipFile(template) as src, zipfile.ZipFile(path, "w") as dst:
+    prefix = src.namelist()[0].split("/")[0]
+    for name in src.namelist():
+      if not name.endswith("/data.pkl"):
+        dst.writestr(name, src.read(name))
+    dst.writestr(f"{prefix}/data.pkl", data_pkl.getvalue())
+    dst.writestr(f"{prefix}/data/{key}", root.tobytes(), compress_type=compress_type)
+  return path
+
+
+def _write_views(path, fmt, root, views, **zip_options):
+  """Hand-writes a checkpoint of tensors viewing one float32 storage `root`.
+
+  views: name -> (offset, size, stride) of a tensor, or the name of another entry
+    to save that same tensor object again.
+  """
+  storage = _Ref(root_key="0", root_numel=root.size, view=None)
+  state = {}
+  for name, view in views.items():
+    state[name] = (state[view] if isinstance(view, str) else
+                   _Ref(storage=storage, offset=view[0], size=view[1], stride=view[2]))
+  if fmt == "legacy":
+    return _write_legacy(path, state, "0", root)
+  return _write_zip(path, state, "0", root, **zip_options)
+
+
+def _refusal(path, match):
+  """Asserts that reading `path` is refused with one line naming it; returns the line."""
+  with pytest.raises(CheckpointFormatError, match=match) as info:
+    torch_checkpoint.read_state_dict(path)
+  message = str(info.value)
+  assert message.startswith(f"{path}: ") and "\n" not in message
+  return message
+
+
+def _declare_size(path, member_suffix, size):
+  """Rewrites the uncompressed size a zip's central directory declares for a member."""
+  data = bytearray(path.read_bytes())
+  start = data.find(b"PK\x01\x02")
+  while start >= 0:
+    name_length = int.from_bytes(data[start + 28:start + 30], "little")
+    if data[start + 46:start + 46 + name_length].decode().endswith(member_suffix):
+      data[start + 24:start + 28] = size.to_bytes(4, "little")
+      path.write_bytes(bytes(data))
+      return
+    start = data.find(b"PK\x01\x02", start + 4)
+  raise AssertionError(f"no member ending in {member_suffix}")
+
+
 def test_legacy_storage_views_match_torch_load(tmp_path):
   """Storage views (view_metadata = (key, offset, numel)) as old torch versions wrote them."""
   root = np.arange(30, dtype=np.float32)
@@ -217,16 +298,102 @@ def test_legacy_storage_views_match_torch_load(tmp_path):
   view = _Ref(root_key="7", root_numel=30, view=("8", 10, 12))  # Elements 10..21.
   state = {"whole": _Ref(storage=whole, offset=2, size=(2, 3), stride=(1, 2)),
            "view": _Ref(storage=view, offset=1, size=(3, 3), stride=(3, 1))}
-  path = tmp_path / "views.pth"
-  with open(path, "wb") as f:
-    for header in (0x1950a86a20f9469cfc6c, 1001, {"protocol_version": 1001,
-                                                   "little_endian": True}):
-      pickle.dump(header, f, protocol=2)
-    _LegacyPickler(f, protocol=2).dump(state)
-    pickle.dump(["7"], f, protocol=2)
-    f.write((30).to_bytes(8, "little") + root.tobytes())
+  path = _write_legacy(tmp_path / "views.pth", state, "7", root)
   expected = torch.load(path, weights_only=True)
   loaded = torch_checkpoint.read_state_dict(path)
   for key, tensor in expected.items():
     _assert_same(loaded[key], tensor)
   np.testing.assert_array_equal(loaded["view"][0], [11, 12, 13])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_hand_written_views_of_one_storage_match_torch_load(tmp_path, fmt):
+  """Views that end exactly at the storage's end, overlap or broadcast all load."""
+  root = np.arange(30, dtype=np.float32)
+  views = {
+      "transposed": (0, (5, 6), (1, 5)),      # Reads element 29, the last.
+      "tail": (20, (2, 5), (5, 1)),           # Offset, ends at element 29.
+      "overlapping_rows": (3, (4, 4), (2, 1)),
+      "broadcast_rows": (4, (3, 10), (0, 1)),  # Stride 0, no more elements than the storage.
+      "scalar": (29, (), ()),
+      "empty": (30, (0, 10**12), (10**12, 1)),
+      "tied": "transposed",                   # One tensor saved twice.
+  }
+  path = _write_views(tmp_path / "views.pth", fmt, root, views)
+  expected = torch.load(path, weights_only=True)
+  loaded = torch_checkpoint.read_state_dict(path)
+  assert list(loaded) == list(views)
+  for key, tensor in expected.items():
+    _assert_same(loaded[key], tensor)
+  assert loaded["tied"] is not loaded["transposed"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_zero_stride_tensor_larger_than_its_storage_is_refused(tmp_path, fmt):
+  """A (10**6, 10**6) view of one element would be a 4 TB copy from a tiny file."""
+  path = _write_views(tmp_path / "bomb.pth", fmt, np.ones(1, np.float32),
+                      {"w": (0, (10**6, 10**6), (0, 0))})
+  _refusal(path, r"refused, tensor \['w'\] of shape \(1000000, 1000000\), stride \(0, 0\)"
+           r", offset 0 has 1000000000000 elements, more than its storage of 1$")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("offset, size, stride", [(0, (3, 3), (4, 1)),  # Last row too far.
+                                                  (1, (10,), (1,)),     # Offset one too far.
+                                                  (0, (2, 2), (9, 1))])
+def test_tensor_reaching_past_its_storage_is_refused(tmp_path, fmt, offset, size, stride):
+  """No more elements than the storage, but the strides or offset run past its end."""
+  path = _write_views(tmp_path / "past.pth", fmt, np.arange(10, dtype=np.float32),
+                      {"w": (offset, size, stride)})
+  _refusal(path, r"refused, tensor \['w'\] .* reads element 10 of a storage of 10$")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("offset, size, stride", [(0, (2,), (-1,)), (2, (-1,), (1,)),
+                                                  (-1, (2,), (1,))])
+def test_negative_size_stride_or_offset_is_refused(tmp_path, fmt, offset, size, stride):
+  path = _write_views(tmp_path / "negative.pth", fmt, np.arange(10, dtype=np.float32),
+                      {"w": (offset, size, stride)})
+  _refusal(path, re.escape("refused, a tensor has a negative offset, size or stride "
+                           f"(shape {size}, stride {stride}, offset {offset})") + "$")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_one_tensor_referenced_many_times_is_refused(tmp_path, fmt):
+  """Pickle memo references copy a 256 kB tensor 16 times: past 4x the storage + 1 MiB."""
+  path = _save({"w": [torch.zeros(1 << 16)] * 16}, tmp_path / "refs.pth", fmt)
+  _refusal(path, r"refused, tensor \['w'\]\[8\] .* past 4x the storage bytes in the file$")
+
+
+def test_zip_member_declaring_more_than_the_file_is_refused(tmp_path):
+  """A stored member cannot be bigger than the file that holds it."""
+  path = _write_views(tmp_path / "declared.pth", "zip", np.arange(4, dtype=np.float32),
+                      {"w": (0, (4,), (1,))})
+  _declare_size(path, "/data/0", 0xfffffff0)
+  _refusal(path, r"refused, zip member '.*/data/0' declares 4294967280 bytes, more than "
+           rf"the whole file's {path.stat().st_size} \(it is stored\)$")
+
+
+def test_deflated_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
+  """16 MiB of zeros deflate to ~16 kB, past 64x the file size (and the 1 MiB floor)."""
+  path = _write_views(tmp_path / "bomb.pth", "zip", np.zeros(1 << 22, np.float32),
+                      {"w": (0, (1 << 22,), (1,))}, compress_type=zipfile.ZIP_DEFLATED)
+  assert path.stat().st_size < 32 << 10
+  tracemalloc.start()
+  try:
+    _refusal(path, r"refused, zip member '.*/data/0' declares 16777216 bytes, more than the "
+             r"\d+ bytes left of the \d+ that all members may expand to \(64x the file size")
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_object_pickle_longer_than_the_limit_is_refused(tmp_path, fmt, monkeypatch):
+  path = _save({f"w{i}": torch.ones(1) for i in range(8)}, tmp_path / "long.pth", fmt)
+  assert torch_checkpoint.read_state_dict(path)
+  monkeypatch.setattr(torch_checkpoint, "_MAX_PICKLE_BYTES", 300)
+  _refusal(path, r"refused, (zip member '.*/data.pkl' declares \d+ bytes, more than the 300 "
+           r"allowed for the object pickle|the object pickle at byte \d+ is longer than the "
+           r"300 bytes allowed)$")
