@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
+from lipsync_jax.models.wav2lip import Wav2Lip
+from references import torch_wav2lip as torch_ref
 
 # Small widths keep compilation fast. FULL_LAYOUT has the default four stages; SHALLOW
 # (two stages, one block each) serves the tests that compile several functions.
@@ -165,3 +167,100 @@ def test_rejects_faces_of_the_wrong_size():
   mel, faces = _inputs(1, 64)
   with pytest.raises(ValueError, match="faces must be"):
     AttnWav2Lip().init(jax.random.key(0), mel, faces)
+
+
+# Parameter counts, derived independently of the flax modules: the audio encoder from the
+# PyTorch reference (tests/references/torch_wav2lip.py, written from the original Wav2Lip),
+# everything else in closed form from the layer facts documented in attn_wav2lip.py and
+# attention.py. Only the "params" collection counts (BatchNorm running stats are state).
+ORIGINAL_WAV2LIP_PARAMS = 36_298_035  # PyTorch Wav2Lip generator (models/wav2lip.py)
+AUDIO_DIM = 512  # Width of the audio vector that conditions AdaIN and the fusion conv.
+
+
+def _torch_count(module) -> int:
+  return sum(p.numel() for p in module.parameters())
+
+
+def _conv(k, cin, cout, bias=True):
+  return k * k * cin * cout + (cout if bias else 0)
+
+
+def _bn(c):
+  return 2 * c  # scale and bias
+
+
+def _conv_bn(k, cin, cout):  # ConvBlock / ConvTransposeBlock: conv with bias -> BN
+  return _conv(k, cin, cout) + _bn(cout)
+
+
+def _cbam(c, reduction):
+  hidden = max(c // reduction, 1)
+  mlp = (c * hidden + hidden) + (hidden * c + c)  # shared Dense C->h, Dense h->C, biases
+  return mlp + _conv(7, 2, 1)  # 7x7 spatial conv over [mean; max] with bias
+
+
+def _residual_block(c, use_cbam, reduction):
+  # 3x3 conv-BN-ReLU -> 3x3 conv -> BN (-> CBAM), all C -> C.
+  return (_conv_bn(3, c, c) + _conv(3, c, c) + _bn(c)
+          + (_cbam(c, reduction) if use_cbam else 0))
+
+
+def _ffc(c, ratio):
+  c_global = int(c * ratio)
+  c_local = c - c_global
+  local = 9 * (c_local * c_local + c_global * c_local + c_local * c_global)  # no biases
+  hidden = max(c_global // 2, 1)
+  spectral = (c_global * hidden + _bn(hidden)  # 1x1 conv_in -> BN
+              + (2 * hidden) * (2 * hidden) + _bn(2 * hidden)  # Fourier unit 1x1 on [re; im]
+              + hidden * c_global)  # 1x1 conv_out
+  return local + spectral
+
+
+def _sam(c, use_ffc, ratio):
+  transform = _ffc(c, ratio) if use_ffc else _conv(3, c, c, bias=False)
+  adain = 2 * (AUDIO_DIM * c + c)  # Dense gamma and beta, with biases
+  return transform + adain
+
+
+def closed_form_attn_wav2lip_params(widths=(32, 64, 128, 256, 512), stem_kernel=7,
+                                    encoder_blocks=2, decoder_blocks=1, use_cbam=True,
+                                    use_semantic_alignment=True, use_ffc=True,
+                                    cbam_reduction=16, ffc_global_ratio=0.5):
+  res = lambda c: _residual_block(c, use_cbam, cbam_reduction)
+  sam = lambda c: _sam(c, use_ffc, ffc_global_ratio) if use_semantic_alignment else 0
+  total = _torch_count(torch_ref._audio_encoder(num_res_256=1))
+  total += _conv_bn(stem_kernel, 6, widths[0]) + encoder_blocks * res(widths[0])
+  for cin, cout in zip(widths[:-1], widths[1:]):  # stride-2 3x3 down, residual blocks
+    total += _conv_bn(3, cin, cout) + encoder_blocks * res(cout)
+  total += _conv_bn(3, widths[-1] + AUDIO_DIM, widths[-1]) + sam(widths[-1])  # bottleneck
+  for cin, cout in zip(widths[:0:-1], widths[-2::-1]):  # decoder, deepest level first
+    total += (_conv_bn(3, cin, cout)  # 3x3 stride-2 transposed conv -> BN
+              + _conv_bn(3, 2 * cout, cout)  # fuse [up; skip]
+              + decoder_blocks * res(cout) + sam(cout))
+  return total + _conv(1, widths[0], 3)  # head
+
+
+def test_original_wav2lip_parameter_count_matches_pytorch():
+  torch_count = _torch_count(torch_ref.TorchWav2Lip())
+  assert torch_count == ORIGINAL_WAV2LIP_PARAMS
+  assert _count(_shapes(Wav2Lip(), 96)["params"]) == torch_count
+
+
+@pytest.mark.parametrize("config", [
+    {},  # the default
+    dict(decoder_blocks=2),
+    dict(use_cbam=False, use_ffc=False),
+    dict(use_semantic_alignment=False, encoder_blocks=1),
+    dict(widths=(26, 42, 74, 138, 266), cbam_reduction=8, ffc_global_ratio=0.75,
+         stem_kernel=5),
+])
+def test_parameter_count_matches_closed_form(config):
+  assert _count(_shapes(AttnWav2Lip(**config), 96)["params"]) == (
+      closed_form_attn_wav2lip_params(**config))
+
+
+def test_documented_parameter_counts():
+  """The docstring's 30.1M (default) and 31.6M (two decoder blocks), vs Wav2Lip's 36.3M."""
+  assert round(closed_form_attn_wav2lip_params() / 1e6, 1) == 30.1
+  assert round(closed_form_attn_wav2lip_params(decoder_blocks=2) / 1e6, 1) == 31.6
+  assert round(ORIGINAL_WAV2LIP_PARAMS / 1e6, 1) == 36.3
