@@ -3,8 +3,8 @@
   python benchmarks/loader_speed.py [--clips=24] [--batches=12] [--workers=0,1,2]
 
 Writes synthetic clips (3 s, 96 x 96 JPEG face crops, the mel) to shards in a
-temporary directory, then times `sources.syncnet_iterator` (batch 64) and
-`sources.generator_iterator` (batch 16) with 0, 1, 2 Grain worker processes, against
+temporary directory, then times `input_pipeline.syncnet_iterator` (batch 64) and
+`input_pipeline.generator_iterator` (batch 16) with 0, 1, 2 Grain worker processes, against
 a PyTorch `DataLoader` running the same sampler over the same shards with the same
 worker counts (spawned workers, as Grain's). Start-up is the time to the first batch;
 samples/s is measured after it. Ratio = Grain samples/s / DataLoader samples/s.
@@ -18,8 +18,8 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from data_pipeline import records
-from data_pipeline import sources
+from lipsync_jax import records
+from lipsync_jax import input_pipeline
 from data_pipeline import synthetic
 from lipsync_jax import audio
 
@@ -48,7 +48,7 @@ def write_synthetic_shards(directory: str, num_clips: int, crop_size: int = 96) 
 
 
 def _sampler(kind: str):
-  return sources.SyncNetPairs() if kind == "syncnet" else sources.GeneratorWindows()
+  return input_pipeline.SyncNetPairs() if kind == "syncnet" else input_pipeline.GeneratorWindows()
 
 
 class TorchReferenceDataset:
@@ -81,10 +81,10 @@ def loader_speed(shard_dir: str, worker_counts, num_batches: int, read_threads: 
   samples/s, ratio) for both samplers."""
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(1)
-  source = sources.open_record_source(shard_dir)
+  source = input_pipeline.open_record_source(shard_dir)
   rows = []
   for kind, batch_size in BATCH_SIZES.items():
-    make = sources.syncnet_iterator if kind == "syncnet" else sources.generator_iterator
+    make = input_pipeline.syncnet_iterator if kind == "syncnet" else input_pipeline.generator_iterator
     for workers in worker_counts:
       iterator = make(source, batch_size=batch_size, seed=0, worker_count=workers,
                       read_threads=read_threads)

@@ -10,7 +10,7 @@ set size. Rows:
   float32 and bfloat16 compute (float32 master weights), against the PyTorch
   Wav2Lip generator with the same losses: there is no PyTorch AttnWav2Lip (the
   authors' code is not available), so that ratio compares different generators
-  of about equal size (30.1M vs 36.3M parameters, 7.8 vs 7.5 GFLOPs a frame).
+  of about equal size (30.1M vs 36.3M parameters; FLOPs in docs/model.md).
 - Wav2Lip, configs/wav2lip_lrs2.py (L1 + sync + adversarial, then the
   discriminator step), JAX float32 / bfloat16 against the PyTorch reference
   modules of tests/references/torch_wav2lip.py with the same losses.

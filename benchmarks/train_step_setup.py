@@ -18,7 +18,7 @@ adversarial, plus the quality discriminator's step).
 
 import dataclasses
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +27,11 @@ import numpy as np
 
 from lipsync_jax.train import components, sharding, steps
 from lipsync_jax.train import state as state_lib
+from lipsync_jax.types import PyTree
 
 import train_bench_util  # benchmarks/ is on sys.path (the scripts put it there)
 
 WINDOW_FRAMES = 5  # T: frames per sample
-PyTree = Any
 
 
 def load_config(model: str, dtype: str, batch_size: int) -> ml_collections.ConfigDict:

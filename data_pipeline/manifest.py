@@ -23,7 +23,8 @@ import os
 import pathlib
 from typing import Any, Iterable, Iterator, Sequence
 
-from data_pipeline import records
+from lipsync_jax import errors
+from lipsync_jax import records
 
 MANIFEST_NAME = "manifest.jsonl"
 REPORT_NAME = "report.tsv"
@@ -142,7 +143,7 @@ def job_lock(output_dir: pathlib.Path) -> Iterator[None]:
     try:
       fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as error:
-      raise RuntimeError(f"{output_dir}: another preprocessing job is "
+      raise errors.LipsyncError(f"{output_dir}: another preprocessing job is "
                          "writing there") from error
     yield
 

@@ -11,7 +11,7 @@ load the audio track and compute its mel spectrogram, take face boxes from a
 sidecar `<video stem>.json` (key "boxes", per source frame, `null` where no
 face) or from `lipsync_jax.faces` detection, turn them into crop boxes with
 `faces.face_crop_box` (the one crop geometry, shared with inference), crop,
-JPEG-encode and serialise one record (`data_pipeline.records`). A bad input is
+JPEG-encode and serialise one record (`lipsync_jax.records`). A bad input is
 never an error: it comes back with a skip reason (`SKIP_REASONS`).
 
 Outputs (`run_local` here, `data_pipeline.preprocess_beam.run_beam` on Apache
@@ -36,7 +36,7 @@ import numpy as np
 import tqdm
 
 from data_pipeline import manifest
-from data_pipeline import records
+from lipsync_jax import records
 from lipsync_jax import audio
 from lipsync_jax import faces
 from lipsync_jax import video

@@ -2,7 +2,7 @@ r"""TFDS dataset builder `lrs2_lipsync`: LRS2 (manual download) -> records via T
 
 For users of the TFDS ecosystem. It runs the preprocessing job's per-video
 function (`data_pipeline.preprocess.process_video`) and stores the same fields
-as `data_pipeline.records`, in TFDS's own ArrayRecord files:
+as `lipsync_jax.records`, in TFDS's own ArrayRecord files:
 
   tfds build data_pipeline/tfds_lrs2.py --manual_dir=/data/lrs2 \
       --file_format=array_record --config=crop96
@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipeline import preprocess
-from data_pipeline import records
+from lipsync_jax import records
 
 
 @dataclasses.dataclass

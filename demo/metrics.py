@@ -9,7 +9,7 @@ linear calibration fitted on ground-truth frames maps that height (a fraction of
 crop height) to the sidecar's `mouth.open` parameter; its residual on the ground
 truth is the floor of the mouth-parameter error: about 0.06 on the 0..1 scale for
 uncompressed crops and 0.08 for the JPEG crops of the record shards, with a
-correlation of 0.96-0.97 between measurement and parameter (`tests/test_demo.py`).
+correlation of 0.96-0.97 between measurement and parameter (`tests/test_demo_metrics.py`).
 
 All images are float (..., H, W, 3) RGB in [0, 1], face crops as preprocessing and
 inference make them (`faces.face_crop_box` with pads (0, 10, 0, 0)).

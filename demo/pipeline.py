@@ -1,7 +1,7 @@
 r"""The CPU demo, end to end: synthetic talking heads -> records -> SyncNet ->
 AttnWav2Lip -> lip-synced held-out clips -> a table.
 
-  python tools/demo.py --workdir=workdir/demo
+  python tools/demo.py --workdir=workdir/demo   (tools/demo.py runs `main`)
 
 Stages (each timed; a re-run with the same workdir resumes: preprocessing skips
 finished clips, training resumes from its checkpoints):
@@ -9,33 +9,39 @@ finished clips, training resumes from its checkpoints):
   2. `data_pipeline.preprocess.run_local`: face crops + mel into record shards.
   3. SyncNet (`configs/demo_cpu.py:syncnet`, on the 96 px crops), 4. AttnWav2Lip
      (`:generator`, on 48 px faces: the crops resized) with the trainer of
-     `lipsync_jax.train.trainer`; both exported with `convert.save_converted`.
+     `lipsync_jax.train.trainer`; both exported with `checkpoints.save_converted`.
   5. Held-out evaluation: SyncNet accuracy; the generator and the copy-the-reference
      baseline on every frame of the held-out clips (target lower half masked, reference
      = the frame half a clip away; generated at 48 px and resized to the crops' 96),
-     scored by `lipsync_jax.demo_metrics` (mouth L1, PSNR, mouth-open error; also the
+     scored by `demo.metrics` (mouth L1, PSNR, mouth-open error; also the
      generator fed audio 20 frames late, whose mouths are no worse than with the real
      audio unless it follows the audio) and LSE-D/LSE-C
      (`lipsync_jax.evaluation`, the demo's SyncNet) against real and shifted audio; one
      held-out face lip-synced to another clip's audio with `inference.LipsyncJob` ->
      `lipsync.mp4`.
 Outputs under --workdir: clips/, records/, syncnet/ and generator/ (checkpoints and
-TensorBoard logs), export/, lipsync.mp4, demo_table.json.
+TensorBoard logs), export/, lipsync.mp4, demo_table.json, frame_strip.png (six held-out
+frames: reference / generated / ground truth, for the README) and logs/demo.log. The
+console shows the stages' progress bars and the final table only (--verbosity=0 adds
+the log); bad input: one line on stderr, exit code 1.
 """
 
-import importlib.util
 import json
+import logging
 import os
 import pathlib
-import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 import numpy as np
+from PIL import Image, ImageDraw
+import tqdm
 
-from data_pipeline import preprocess, records, sources, synthetic
-from lipsync_jax import (audio, checkpoints, convert, demo_metrics, evaluation, host_memory,
-                         inference, video)
+from configs import demo_cpu
+from data_pipeline import preprocess, synthetic
+from demo import metrics as demo_metrics
+from lipsync_jax import (audio, checkpoints, cli, evaluation, host_memory, inference,
+                         input_pipeline, records, video)
 from lipsync_jax.train import components, trainer
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/demo", "Where everything is written.")
@@ -49,7 +55,6 @@ _GENERATOR_STEPS = flags.DEFINE_integer("generator_steps", None,
 _ABLATIONS = flags.DEFINE_bool(
     "ablations", False, "Also train and score one generator per ablation switch "
     "(use_cbam, use_semantic_alignment, use_ffc off; lpips_weight 0.07, the demo's is 0).")
-CONFIG_PATH = pathlib.Path(__file__).resolve().parents[1] / "configs" / "demo_cpu.py"
 SHIFT_FRAMES = 20  # Beyond the +-15 frames LSE searches: out of sync at every offset.
 ABLATIONS = {"no_cbam": ("model.kwargs.use_cbam", False),
              "no_semantic_alignment": ("model.kwargs.use_semantic_alignment", False),
@@ -58,18 +63,27 @@ ABLATIONS = {"no_cbam": ("model.kwargs.use_cbam", False),
 
 
 class Stopwatch:
-  """Wall time per named stage."""
+  """Wall time per named stage, and a console bar over the stages."""
 
-  def __init__(self):
+  def __init__(self, num_stages: int):
     self.seconds = {}
+    self._bar = tqdm.tqdm(total=num_stages, unit="stage", dynamic_ncols=True,
+                          bar_format="{desc}[{n_fmt}/{total_fmt} stages, {elapsed}]")
 
   def run(self, name, fn, *args, **kwargs):
     start = time.perf_counter()
     logging.info("=== %s", name)
+    self._bar.set_description(f"demo {name}")
     result = fn(*args, **kwargs)
     self.seconds[name] = round(time.perf_counter() - start, 1)
     logging.info("=== %s: %.1f s", name, self.seconds[name])
+    self._bar.update(1)
     return result
+
+  def close(self) -> None:
+    if self._bar.n == self._bar.total:
+      self._bar.set_description("demo done", refresh=False)
+    self._bar.close()
 
 
 def make_data(workdir: pathlib.Path) -> None:
@@ -77,19 +91,17 @@ def make_data(workdir: pathlib.Path) -> None:
   for split, count, seed in (("train", _NUM_TRAIN_CLIPS.value, 0),
                              ("eval", _NUM_EVAL_CLIPS.value, 1)):
     clip_dir = workdir / "clips" / split
-    synthetic.write_dataset(clip_dir, count, _SECONDS.value, seed=seed)
+    synthetic.write_dataset(clip_dir, count, _SECONDS.value, seed=seed, show_progress=True)
     summary = preprocess.run_local(clip_dir, workdir / "records" / split, num_workers=0,
-                                   progress=False)
+                                   progress=True)
     if summary.skipped:
-      raise RuntimeError(f"{clip_dir}: preprocessing skipped clips: {summary.skipped}")
+      raise input_pipeline.DatasetError(
+          f"{clip_dir}: preprocessing skipped clips: {summary.skipped}")
 
 
 def demo_config(part: str):
-  """`configs/demo_cpu.py:<part>` (configs/ is a folder of files, not a package)."""
-  spec = importlib.util.spec_from_file_location("demo_cpu", CONFIG_PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(part)
+  """`configs/demo_cpu.py:<part>`."""
+  return demo_cpu.get_config(part)
 
 
 def _set(config, dotted: str, value) -> None:
@@ -109,7 +121,7 @@ def _data_paths(config, workdir: pathlib.Path, steps: int | None):
 
 def _export(path: pathlib.Path, variables, metadata) -> str:
   if not path.exists():
-    convert.save_converted(path, variables, metadata)
+    checkpoints.save_converted(path, variables, metadata)
   return str(path)
 
 
@@ -118,10 +130,10 @@ def train_syncnet(workdir: pathlib.Path) -> str:
   config = _data_paths(demo_config("syncnet"), workdir, _SYNCNET_STEPS.value)
   trainer.train_syncnet(config, str(workdir / "syncnet"))
   final = workdir / "syncnet" / "checkpoints" / str(config.num_train_steps)
-  variables = components.load_variables(str(final), "syncnet", "syncnet")
+  variables = checkpoints.load_variables(str(final), "syncnet", "syncnet")
   return _export(workdir / "export" / "syncnet", variables, {
       "model": "syncnet", "channel_order": "rgb", "source": "tools/demo.py",
-      "model_config": dict(config.get("syncnet_kwargs") or {})})
+      "model_config": dict(config.syncnet_kwargs)})
 
 
 def train_generator(workdir: pathlib.Path, name: str = "generator",
@@ -136,7 +148,7 @@ def train_generator(workdir: pathlib.Path, name: str = "generator",
   # The final step (the end of the learning-rate decay), not the best by eval
   # l1_plus_sync: on a few eval batches the sync term is mostly noise.
   final = workdir / name / "checkpoints" / str(config.num_train_steps)
-  variables = components.load_variables(str(final), "wav2lip", "generator")
+  variables = checkpoints.load_variables(str(final), config.model.name, "generator")
   model_config = {"img_size": components.generator_img_size(config),
                   **dict(config.model.kwargs)}
   return _export(workdir / "export" / name, variables, {
@@ -148,8 +160,8 @@ def train_generator(workdir: pathlib.Path, name: str = "generator",
 def held_out_clips(workdir: pathlib.Path):
   """[(crops (T, 96, 96, 3) in [0, 1], mel (80, n), fps, mouth.open (T,))] held out."""
   clips = []
-  for clip in sources.open_record_source(records.list_shards(workdir / "records" / "eval")):
-    crops = sources.decode_frames(clip, range(len(clip["frames"])), "rgb")
+  for clip in input_pipeline.open_record_source(records.list_shards(workdir / "records" / "eval")):
+    crops = input_pipeline.decode_frames(clip, range(len(clip["frames"])), "rgb")
     sidecar = workdir / "clips" / "eval" / f"{clip['clip_id']}.json"
     mouth_open = np.asarray(json.loads(sidecar.read_text())["mouth"]["open"], np.float32)
     clips.append((crops, np.asarray(clip["mel"]), float(clip["fps"]), mouth_open[:len(crops)]))
@@ -159,8 +171,8 @@ def held_out_clips(workdir: pathlib.Path):
 def syncnet_accuracy(expert: checkpoints.SyncExpert, workdir: pathlib.Path,
                      num_batches: int = 16, batch_size: int = 32) -> float:
   """In/off-sync accuracy (cosine > 0.5) on held-out pairs of the training sampler."""
-  source = sources.open_record_source(records.list_shards(workdir / "records" / "eval"))
-  iterator = sources.syncnet_iterator(source, batch_size=batch_size, seed=123)
+  source = input_pipeline.open_record_source(records.list_shards(workdir / "records" / "eval"))
+  iterator = input_pipeline.syncnet_iterator(source, batch_size=batch_size, seed=123)
   correct = []
   for _ in range(num_batches):
     batch = next(iterator)
@@ -174,20 +186,20 @@ def generate_held_out(generator: checkpoints.Generator, clips) -> list[np.ndarra
   """Generated crops per clip: masked target, reference = the frame T/2 further on.
 
   A generator smaller than the crops (the demo's) gets them resized to its size, and
-  its output is resized back (`sources.resize_frames`, as videos are made), so every
+  its output is resized back (`input_pipeline.resize_frames`, as videos are made), so every
   method is scored at the crops' size.
   """
   fn = inference.make_inference_fn(generator.model, generator.variables, batch_size=25)
   out = []
   for crops, mel, fps, _ in clips:
     n, size = len(crops), crops.shape[1]
-    faces = sources.resize_frames(crops, generator.img_size)
+    faces = input_pipeline.resize_frames(crops, generator.img_size)
     reference = faces[(np.arange(n) + n // 2) % n]
     masked = faces.copy()
     masked[:, faces.shape[1] // 2:] = 0.0
     mels = np.stack([audio.mel_window(mel, i, fps, clamp=True) for i in range(n)])[..., None]
     generated = np.asarray(fn(mels, np.concatenate([masked, reference], axis=-1)))
-    out.append(sources.resize_frames(generated, size))
+    out.append(input_pipeline.resize_frames(generated, size))
   return out
 
 
@@ -222,6 +234,41 @@ def sync_rows(expert: checkpoints.SyncExpert, clips, generated) -> dict[str, dic
   return rows
 
 
+STRIP_ROWS = ("reference", "generated", "ground truth")
+
+
+def strip_frames(clips, generated: list[np.ndarray], count: int = 6
+                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """(reference, generated, ground truth) crops of `count` held-out frames, evenly spaced
+  over all clips' frames (reference: the frame half a clip away, as `generate_held_out`)."""
+  lengths = [len(c[0]) for c in clips]
+  starts = np.cumsum([0] + lengths)
+  picked = []
+  for position in np.linspace(0, starts[-1] - 1, count + 2)[1:-1].round().astype(int):
+    index = int(np.searchsorted(starts, position, side="right")) - 1
+    crops, frame = clips[index][0], int(position - starts[index])
+    n = len(crops)
+    picked.append((crops[(frame + n // 2) % n], generated[index][frame], crops[frame]))
+  return picked
+
+
+def frame_strip(frames: list[tuple[np.ndarray, ...]], label_width: int = 84,
+                gap: int = 2) -> Image.Image:
+  """One row per `STRIP_ROWS` entry, one column per frame, labels on the left: RGB."""
+  size = frames[0][0].shape[0]
+  width = label_width + len(frames) * (size + gap)
+  height = len(STRIP_ROWS) * (size + gap) - gap
+  image = Image.new("RGB", (width, height), "white")
+  draw = ImageDraw.Draw(image)
+  for row, label in enumerate(STRIP_ROWS):
+    top = row * (size + gap)
+    draw.text((4, top + size // 2 - 6), label, fill="black")
+    for column, crops in enumerate(frames):
+      pixels = np.clip(np.asarray(crops[row]) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+      image.paste(Image.fromarray(pixels), (label_width + column * (size + gap), top))
+  return image
+
+
 def write_lipsync_video(generator: checkpoints.Generator, workdir: pathlib.Path) -> str:
   """Held-out clip 0's face lip-synced to held-out clip 1's audio (tools/infer.py's path)."""
   face, speech = (workdir / "clips" / "eval" / f"synth_{i:05d}.mp4" for i in (0, 1))
@@ -240,6 +287,7 @@ def evaluate(workdir: pathlib.Path, syncnet_dir: str, generator_dirs: dict[str, 
   shifted_audio = [(crops, demo_metrics.shifted_mel(mel, SHIFT_FRAMES, fps), fps, mouth_open)
                    for crops, mel, fps, mouth_open in clips]
   generated_shifted = generate_held_out(generators["generator"], shifted_audio)
+  frame_strip(strip_frames(clips, generated["generator"])).save(workdir / "frame_strip.png")
   baseline = [demo_metrics.copy_reference(c[0], c[0][(np.arange(len(c[0])) + len(c[0]) // 2)
                                                      % len(c[0])]) for c in clips]
   mouth = mouth_rows(clips, {**generated, "copy reference": baseline,
@@ -266,13 +314,17 @@ def format_report(table: dict, seconds: dict) -> str:
       "wall time (s): " + ", ".join(f"{k} {v}" for k, v in seconds.items())])
 
 
+def _log_file() -> str:
+  return cli.workdir_log(_WORKDIR.value, "demo")
+
+
+@cli.tool("demo", log_file=_log_file)
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
   host_memory.reuse_freed_memory()  # before the first XLA computation
   workdir = pathlib.Path(_WORKDIR.value)
-  watch = Stopwatch()
+  watch = Stopwatch(5 + (len(ABLATIONS) if _ABLATIONS.value else 0))
   start = time.perf_counter()
   try:
     watch.run("data", make_data, workdir)
@@ -284,10 +336,8 @@ def main(argv):
     table = watch.run("evaluate", evaluate, workdir, syncnet_dir, generators)
     table["video"] = watch.run("video", write_lipsync_video,
                                checkpoints.load_generator(generators["generator"]), workdir)
-  except (components.ConfigError, sources.DatasetError, trainer.NonFiniteLossError,
-          checkpoints.CheckpointError, OSError, RuntimeError) as e:
-    print(f"demo.py: {e}", file=sys.stderr)
-    sys.exit(1)
+  finally:
+    watch.close()
   watch.seconds["total"] = round(time.perf_counter() - start, 1)
   table["seconds"] = watch.seconds
   report = format_report(table, watch.seconds)
@@ -295,7 +345,3 @@ def main(argv):
   temp.write_text(json.dumps(table, indent=2))
   os.replace(temp, workdir / "demo_table.json")
   print(report)
-
-
-if __name__ == "__main__":
-  app.run(main)

@@ -15,25 +15,22 @@ ConvTranspose2d (Cin, Cout, kH, kW) -> (kH, kW, Cout, Cin) (the layout of
 `num_batches_tracked` buffers are ignored. Anything else that does not match raises
 `CheckpointMismatchError` naming the keys.
 
-Converted checkpoints on disk (`save_converted` / `restore_converted`, used by
-tools/convert_torch.py): a directory with `variables/` (orbax) and `metadata.json`
-(model name, `channel_order`, source file).
+Saving and loading converted folders, and every other way a network is loaded, is
+`lipsync_jax.checkpoints`.
 """
 
-import json
 import os
 import re
-import shutil
-import tempfile
 from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from lipsync_jax.errors import CheckpointError
+from lipsync_jax.models import lpips
 from lipsync_jax.models.syncnet import SyncNet
 from lipsync_jax.models.wav2lip import QualityDiscriminator, Wav2Lip
 from lipsync_jax.torch_checkpoint import read_state_dict
@@ -45,7 +42,7 @@ _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "r
                "var": "running_var"}
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
   """The checkpoint's keys or shapes do not match the model."""
 
 
@@ -144,45 +141,12 @@ def load_torch_checkpoint(path: str | os.PathLike, model: str = "wav2lip") -> di
     {"params", "batch_stats"} (see `variables_from_state_dict`).
   Raises:
     CheckpointMismatchError, and the reader's `UnsafeCheckpointError` /
-    `CheckpointFormatError`; ValueError for an unknown model.
+    `CheckpointFormatError`; CheckpointError for a model with no PyTorch original.
   """
   if model not in MODELS:
-    raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+    raise CheckpointError(f"{os.fspath(path)}: PyTorch checkpoints of {model!r} cannot be "
+                          f"converted; models with a PyTorch original: {MODELS}")
   state_dict = read_state_dict(path)
   if model == "lpips_vgg16":
-    from lipsync_jax.models import lpips  # pylint: disable=g-import-not-at-top
     return lpips.lpips_variables_from_state_dict(state_dict)
   return variables_from_state_dict(state_dict, model, source=os.fspath(path))
-
-
-def save_converted(output_dir: str | os.PathLike, variables: Mapping[str, Any],
-                   metadata: Mapping[str, Any]) -> None:
-  """Writes `variables/` (orbax) and `metadata.json` to a temp dir, then renames it.
-
-  Raises FileExistsError if `output_dir` exists.
-  """
-  output_dir = os.path.abspath(os.fspath(output_dir))
-  if os.path.exists(output_dir):
-    raise FileExistsError(f"{output_dir}: already exists; remove it or choose another name")
-  parent = os.path.dirname(output_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp_dir = tempfile.mkdtemp(prefix=os.path.basename(output_dir) + ".tmp-", dir=parent)
-  try:
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(tmp_dir, "variables"), dict(variables))
-    checkpointer.wait_until_finished()
-    with open(os.path.join(tmp_dir, "metadata.json"), "w") as f:
-      json.dump(dict(metadata), f, indent=2, sort_keys=True)
-    os.rename(tmp_dir, output_dir)
-  except BaseException:
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    raise
-
-
-def restore_converted(output_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-  """Reads what `save_converted` wrote: (variables, metadata)."""
-  output_dir = os.path.abspath(os.fspath(output_dir))
-  with open(os.path.join(output_dir, "metadata.json")) as f:
-    metadata = json.load(f)
-  variables = ocp.StandardCheckpointer().restore(os.path.join(output_dir, "variables"))
-  return variables, metadata

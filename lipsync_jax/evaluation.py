@@ -15,9 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from lipsync_jax import audio
+from lipsync_jax import errors
 from lipsync_jax import faces as faces_lib
 
 SYNC_WINDOW = 5  # video frames per SyncNet window
+
+
+class EvaluationError(errors.LipsyncError, ValueError):
+  """Clips that cannot be scored (too short, mismatched shapes)."""
 
 
 def psnr(x: jnp.ndarray, y: jnp.ndarray, data_range: float = 1.0) -> jnp.ndarray:
@@ -73,7 +78,7 @@ def offset_distances(audio_emb: np.ndarray, video_emb: np.ndarray,
   """
   n = len(video_emb)
   if len(audio_emb) != n:
-    raise ValueError(f"{len(audio_emb)} audio windows vs {n} video windows")
+    raise EvaluationError(f"{len(audio_emb)} audio windows vs {n} video windows")
   padded = np.concatenate([np.zeros((max_offset, audio_emb.shape[1]), audio_emb.dtype),
                            audio_emb,
                            np.zeros((max_offset, audio_emb.shape[1]), audio_emb.dtype)])
@@ -106,7 +111,7 @@ def sync_windows(faces: np.ndarray, mel: np.ndarray, fps: float
   t, h = faces.shape[:2]
   n = t - SYNC_WINDOW + 1
   if n < 1:
-    raise ValueError(f"{t} frames: a clip needs at least {SYNC_WINDOW} for sync scores")
+    raise EvaluationError(f"{t} frames: a clip needs at least {SYNC_WINDOW} for sync scores")
   lower = faces[:, h // 2:]
   halves = np.stack([np.concatenate(lower[i:i + SYNC_WINDOW], axis=-1) for i in range(n)])
   mels = np.stack([audio.mel_window(mel, i, fps, clamp=True) for i in range(n)])
@@ -152,7 +157,7 @@ def clip_image_metrics(generated: np.ndarray, reference: np.ndarray,
   padded) so a jitted one compiles once.
   """
   if generated.shape != reference.shape:
-    raise ValueError(f"generated {generated.shape} vs reference {reference.shape}")
+    raise EvaluationError(f"generated {generated.shape} vs reference {reference.shape}")
   metrics = {"psnr": [], "ssim": [], "lpips": []}
   for start in range(0, len(generated), batch_size):
     x = np.asarray(generated[start:start + batch_size], np.float32)

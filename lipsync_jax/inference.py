@@ -23,6 +23,7 @@ from PIL import Image
 
 from lipsync_jax import audio
 from lipsync_jax import checkpoints
+from lipsync_jax import errors
 from lipsync_jax import faces
 from lipsync_jax import video
 
@@ -124,7 +125,7 @@ def export_inference_fn(model: nn.Module, variables: Any, batch_size: int = 16,
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class InferenceError(ValueError):
+class InferenceError(errors.LipsyncError, ValueError):
   """An input the pipeline cannot use; the message names the file and the problem."""
 
 

@@ -1,6 +1,6 @@
 """Grain input pipeline: a random-access clip source and the two Wav2Lip samplers.
 
-A clip (one record of `data_pipeline.records`) is a dict
+A clip (one record of `lipsync_jax.records`) is a dict
 `{"clip_id": str, "fps": float, "frames": list[JPEG bytes] | uint8 (T, H, W, 3) RGB,
 "mel": float32 (80, N), "boxes": int32 (T, 4)}`. Frames stay encoded until a sampler
 has picked the few it needs.
@@ -46,7 +46,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from lipsync_jax import audio
+from lipsync_jax import audio, errors, records
 
 WINDOW_FRAMES = 5  # T: frames per SyncNet / generator window.
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -54,7 +54,7 @@ CHANNEL_ORDERS = ("rgb", "bgr")
 Clip = dict[str, Any]
 
 
-class DatasetError(ValueError):
+class DatasetError(errors.LipsyncError, ValueError):
   """The dataset is empty, unreadable or inconsistent."""
 
 
@@ -64,8 +64,7 @@ class ClipSource:
   `records[i]` is a clip dict, or whatever `decode` turns into one (e.g. serialized
   bytes from an ArrayRecord reader with `decode=records.decode_record`). Clips with
   fewer than `min_frames` frames are dropped here, by `frame_counts` when given,
-  else by reading every record once (about 1 ms a record), which also proves them
-  readable. `scan=False` skips that read and keeps every record (for shards from
+  else by reading every record once, which also proves them readable. `scan=False` skips that read and keeps every record (for shards from
   `data_pipeline.preprocess`, which already drops short clips); then only the first
   and last records are read as a check. A `grain.sources.RandomAccessDataSource`;
   picklable whenever `records` and `decode` are (Grain worker processes).
@@ -108,11 +107,9 @@ class ClipSource:
 
 def open_record_source(paths_or_dir: str | os.PathLike | Sequence[str | os.PathLike], *,
                        scan: bool = True) -> ClipSource:
-  """ClipSource over the ArrayRecord shards of `data_pipeline.records` (a directory
+  """ClipSource over the ArrayRecord shards of `lipsync_jax.records` (a directory
   or a list of shard paths); raises DatasetError when they are missing or unreadable.
   `scan`: see `ClipSource`."""
-  # Imported here: only shard-backed sources need ArrayRecord and protobuf.
-  from data_pipeline import records  # pylint: disable=g-import-not-at-top
   name = str(paths_or_dir) if isinstance(paths_or_dir, (str, os.PathLike)) else (
       f"{len(paths_or_dir)} shards")
   try:
@@ -274,9 +271,8 @@ class EpochShuffle(grain.MapDataset):
   """The parent's elements in a new random order each epoch (epoch = index // len).
 
   Same contract as `MapDataset.shuffle`, but one numpy permutation per epoch instead
-  of Grain's per-index `index_shuffle`, which costs ~5 ms an element on 8 elements
-  and ~0.5 ms on 100 (measured, grain 0.2.18); small datasets are the common case
-  here (synthetic clips, tests).
+  of Grain's per-index `index_shuffle`, whose per-element cost is high on the small
+  datasets common here (synthetic clips, tests; docs/benchmarks.md).
   """
   _MUTATES_ELEMENT_SPEC = False
 

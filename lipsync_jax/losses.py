@@ -1,7 +1,8 @@
 """Losses of SyncNet and generator training (Wav2Lip and LPIPS-AttnWav2Lip).
 
 All losses return float32 scalars (the mean over the batch) and compute in
-float32 whatever the dtype of their inputs, so bf16 models keep f32 losses.
+float32 whatever the dtype of their inputs (or wider: float64 under jax_enable_x64),
+so bf16 models keep f32 losses.
 Images are NHWC in [0, 1] unless stated otherwise.
 """
 
@@ -10,6 +11,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from lipsync_jax.types import at_least_float32
 
 # Probabilities are clipped into [EPS, 1 - EPS] before the logarithm: log(1e-7)
 # = -16.1 bounds the loss of a confidently wrong prediction. PyTorch's BCELoss,
@@ -39,7 +42,7 @@ def l1_loss(prediction: jnp.ndarray, target: jnp.ndarray,
   region (`MOUTH_ROWS`, `MOUTH_COLUMNS`) and 1 elsewhere: the mouth is a few percent
   of the pixels, so plain L1 barely rewards a generator for getting it right.
   """
-  error = jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32))
+  error = jnp.abs(at_least_float32(prediction) - at_least_float32(target))
   if mouth_weight == 1.0:
     return jnp.mean(error)
   weights = np.ones(error.shape[-3:-1] + (1,), np.float32)
@@ -54,15 +57,15 @@ def binary_cross_entropy(probability: jnp.ndarray, label: jnp.ndarray) -> jnp.nd
     probability: (B,) predicted probabilities; clipped into [EPS, 1 - EPS].
     label: (B,) targets, 1 = positive.
   """
-  p = jnp.clip(probability.astype(jnp.float32), EPS, 1.0 - EPS)
-  y = label.astype(jnp.float32)
+  p = jnp.clip(at_least_float32(probability), EPS, 1.0 - EPS)
+  y = at_least_float32(label)
   return -jnp.mean(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p))
 
 
 def cosine_similarity(audio_emb: jnp.ndarray, face_emb: jnp.ndarray) -> jnp.ndarray:
   """(B,) cosine similarity of two (B, D) embeddings (re-normalised here)."""
-  a = audio_emb.astype(jnp.float32)
-  v = face_emb.astype(jnp.float32)
+  a = at_least_float32(audio_emb)
+  v = at_least_float32(face_emb)
   a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
   v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
   return jnp.sum(a * v, axis=-1)
@@ -102,8 +105,8 @@ def in_batch_contrastive_loss(audio_emb: jnp.ndarray, face_emb: jnp.ndarray,
     label: (B,) 1 for in-sync pairs.
     temperature: the softmax temperature (e.g. 0.1).
   """
-  a = audio_emb.astype(jnp.float32)
-  v = face_emb.astype(jnp.float32)
+  a = at_least_float32(audio_emb)
+  v = at_least_float32(face_emb)
   a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
   v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
   logits = a @ v.T / temperature
@@ -122,8 +125,8 @@ def in_batch_negatives_bce(audio_emb: jnp.ndarray, face_emb: jnp.ndarray) -> jnp
   Args:
     audio_emb, face_emb: (B, D) embeddings (normalised here), B >= 2.
   """
-  a = audio_emb.astype(jnp.float32)
-  v = face_emb.astype(jnp.float32)
+  a = at_least_float32(audio_emb)
+  v = at_least_float32(face_emb)
   a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
   v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
   cosine = jnp.clip(a @ v.T, EPS, 1.0 - EPS)
@@ -146,7 +149,7 @@ def lpips_loss(lpips_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray],
     prediction, target: (B, H, W, 3) in [0, 1].
   """
   distance = lpips_fn(prediction * 2.0 - 1.0, target * 2.0 - 1.0)
-  return jnp.mean(distance.astype(jnp.float32))
+  return jnp.mean(at_least_float32(distance))
 
 
 def weighted_generator_loss(losses: dict[str, Any], sync_weight: Any,

@@ -54,6 +54,8 @@ import google_crc32c
 import numpy as np
 from PIL import Image
 
+from lipsync_jax import errors
+
 NUM_MELS = 80
 ARRAY_RECORD_SUFFIX = ".array_record"
 TFRECORD_SUFFIX = ".tfrecord"
@@ -61,7 +63,7 @@ ARRAY_RECORD_OPTIONS = "group_size:1"
 DEFAULT_JPEG_QUALITY = 95
 
 
-class RecordError(ValueError):
+class RecordError(errors.LipsyncError, ValueError):
   """A record or shard that does not follow the schema."""
 
 

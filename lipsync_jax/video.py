@@ -17,8 +17,10 @@ import av
 import numpy as np
 from PIL import Image
 
+from lipsync_jax import errors
 
-class VideoError(ValueError):
+
+class VideoError(errors.LipsyncError, ValueError):
   """A video or image that cannot be read or written."""
 
 
@@ -41,7 +43,7 @@ class VideoInfo:
 def _as_fraction(fps: float | Fraction) -> Fraction:
   fps = Fraction(fps).limit_denominator(1_000_000)
   if fps <= 0:
-    raise ValueError(f"fps must be positive, got {float(fps)}")
+    raise VideoError(f"fps must be positive, got {float(fps)}")
   return fps
 
 

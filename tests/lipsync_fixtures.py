@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lipsync_jax import convert
+from lipsync_jax import checkpoints
 from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
 from lipsync_jax.models.syncnet import SyncNet
 
@@ -52,7 +52,7 @@ def tiny_generator(seed=0):
 def save_tiny_generator(path, seed=0, channel_order="rgb"):
   """Writes the tiny generator as `save_converted` does; returns (model, variables)."""
   model, variables = tiny_generator(seed)
-  convert.save_converted(path, variables, {"model": "attn_wav2lip",
+  checkpoints.save_converted(path, variables, {"model": "attn_wav2lip",
                                            "channel_order": channel_order,
                                            "model_config": TINY_GENERATOR})
   return model, variables
@@ -67,7 +67,7 @@ def random_syncnet(seed=0):
 
 def save_random_syncnet(path, seed=0):
   model, variables = random_syncnet(seed)
-  convert.save_converted(path, variables, {"model": "syncnet", "channel_order": "rgb",
+  checkpoints.save_converted(path, variables, {"model": "syncnet", "channel_order": "rgb",
                                            "source": f"random seed {seed}"})
   return model, variables
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lipsync_jax import convert
+from lipsync_jax import checkpoints, convert, errors
 from references import torch_wav2lip as ref
 
 _CLI = pathlib.Path(__file__).resolve().parents[1] / "tools" / "convert_torch.py"
@@ -74,7 +74,7 @@ def test_checkpoint_of_another_model_is_refused(discriminator_state, tmp_path):
   torch.save(discriminator_state, path)
   with pytest.raises(convert.CheckpointMismatchError, match="not a syncnet checkpoint"):
     convert.load_torch_checkpoint(path, model="syncnet")
-  with pytest.raises(ValueError, match="unknown model"):
+  with pytest.raises(errors.CheckpointError, match="disc.pth: PyTorch checkpoints of .wav2lip_hq."):
     convert.load_torch_checkpoint(path, model="wav2lip_hq")
 
 
@@ -82,13 +82,13 @@ def test_save_and_restore_round_trip(discriminator_state, tmp_path):
   state = {k: v.numpy() for k, v in discriminator_state.items()}
   variables = convert.variables_from_state_dict(state, "quality_discriminator")
   out = tmp_path / "converted"
-  convert.save_converted(out, variables, {"model": "quality_discriminator"})
-  restored, metadata = convert.restore_converted(out)
+  checkpoints.save_converted(out, variables, {"model": "quality_discriminator"})
+  restored, metadata = checkpoints.restore_converted(out)
   assert metadata == {"model": "quality_discriminator"}
   jax.tree_util.tree_map(np.testing.assert_array_equal, restored, variables)
   assert [p.name for p in tmp_path.iterdir()] == ["converted"]  # No temp dir left behind.
   with pytest.raises(FileExistsError, match="already exists"):
-    convert.save_converted(out, variables, {})
+    checkpoints.save_converted(out, variables, {})
 
 
 def test_cli_writes_orbax_checkpoint_and_reports_errors(discriminator_state, tmp_path):
@@ -100,7 +100,7 @@ def test_cli_writes_orbax_checkpoint_and_reports_errors(discriminator_state, tmp
                         "--model=quality_discriminator", f"--output={out}"],
                        capture_output=True, text=True, check=False)
   assert run.returncode == 0, run.stderr
-  restored, metadata = convert.restore_converted(out)
+  restored, metadata = checkpoints.restore_converted(out)
   assert metadata == {"model": "quality_discriminator", "channel_order": "bgr",
                       "source": "disc.pth"}
   expected = convert.load_torch_checkpoint(good, model="quality_discriminator")

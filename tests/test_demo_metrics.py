@@ -5,7 +5,7 @@ import pytest
 from skimage import metrics as skimage_metrics
 
 from data_pipeline import synthetic
-from lipsync_jax import demo_metrics
+from demo import metrics as demo_metrics
 from lipsync_jax import faces
 
 

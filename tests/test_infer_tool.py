@@ -129,3 +129,19 @@ def test_errors(tool, files, tmp_path, capsys, case):
   assert len(err) == 1 and err[0].startswith("infer: ")  # one line besides the progress bar
   assert re.search(message, err[0]), err[0]
   assert set(os.listdir(tmp_path)) == before  # no partial output
+
+
+@pytest.mark.parametrize("kind", ["pth", "folder"])
+def test_corrupt_checkpoint_is_one_line(tool, files, tmp_path, capsys, kind):
+  if kind == "pth":
+    checkpoint = _write_bytes(tmp_path / "wav2lip.pth", b"PK\x03\x04" + bytes(60))
+  else:
+    checkpoint = tmp_path / "converted"
+    checkpoint.mkdir()
+    (checkpoint / "metadata.json").write_text("{not json")
+  out = tmp_path / "out.mp4"
+  assert tool.run(f"--checkpoint={checkpoint}", f"--face={files['face']}",
+                  f"--audio={files['wav']}", f"--outfile={out}") == 1
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"infer: {checkpoint}"), lines
+  assert not out.exists()

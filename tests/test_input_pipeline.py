@@ -5,11 +5,11 @@ from PIL import Image
 import pytest
 
 import grain
-from data_pipeline import sources
+from lipsync_jax import input_pipeline
 from data_pipeline import synthetic
 from lipsync_jax import audio
 
-T = sources.WINDOW_FRAMES
+T = input_pipeline.WINDOW_FRAMES
 FPS = 25.0
 
 
@@ -46,7 +46,7 @@ def clips():
 
 
 def test_syncnet_pairs_follow_reference(clips):
-  sampler = sources.SyncNetPairs()
+  sampler = input_pipeline.SyncNetPairs()
   labels = []
   for i in range(200):
     clip = clips[i % len(clips)]
@@ -68,7 +68,7 @@ def test_syncnet_pairs_follow_reference(clips):
 
 @pytest.mark.parametrize("mel_offset_frames", [0, -1])
 def test_generator_windows_follow_reference(clips, mel_offset_frames):
-  sampler = sources.GeneratorWindows(mel_offset_frames=mel_offset_frames)
+  sampler = input_pipeline.GeneratorWindows(mel_offset_frames=mel_offset_frames)
   starts = set()
   for i in range(60):
     clip = clips[i % len(clips)]
@@ -103,7 +103,7 @@ def test_starts_cover_exactly_the_windows_inside_the_clip():
   assert clip["mel"].shape[1] == 129  # = 40 * 640 // 200 + 1, as melspectrogram gives
   seen = {"sync": set(), "off_mel": set(), "off_frames": set()}
   for i in range(1000):
-    example = sources.SyncNetPairs().random_map(clip, np.random.default_rng(i))
+    example = input_pipeline.SyncNetPairs().random_map(clip, np.random.default_rng(i))
     first = round(float(example["faces"][0, 0, 0]) * 255)  # frame i is filled below
     kind = "sync" if example["label"] else "off"
     if kind == "sync":
@@ -115,7 +115,7 @@ def test_starts_cover_exactly_the_windows_inside_the_clip():
   assert seen["off_mel"] == {int(80 * f / 25) for f in range(36)}
   for offset, expected in ((0, range(0, 32)), (-1, range(1, 33))):
     targets, references = set(), set()
-    sampler = sources.GeneratorWindows(mel_offset_frames=offset)
+    sampler = input_pipeline.GeneratorWindows(mel_offset_frames=offset)
     for i in range(600):
       example = sampler.random_map(clip, np.random.default_rng(i))
       targets.add(round(float(example["target"][0, 0, 0, 0]) * 255))
@@ -167,7 +167,7 @@ def sounding_vowels(truth, mel: np.ndarray, window: np.ndarray, times_after_s) -
 def test_syncnet_pairs_on_synthetic_speech_are_in_sync(synthetic_clips):
   """The vowels the 5 frames show are those sounding under the mel window iff label 1."""
   truths, records = zip(*synthetic_clips)
-  iterator = sources.syncnet_iterator(list(records), batch_size=40, seed=0)
+  iterator = input_pipeline.syncnet_iterator(list(records), batch_size=40, seed=0)
   agreement = {0.0: [], 1.0: []}
   for batch in batches(iterator, 4):
     for faces, mel, label in zip(batch["faces"], batch["mel"], batch["label"]):
@@ -187,7 +187,7 @@ def test_syncnet_pairs_on_synthetic_speech_are_in_sync(synthetic_clips):
 def test_generator_mel_chunks_on_synthetic_speech(synthetic_clips, mel_offset_frames):
   """Convention 0: chunk k sounds the vowel target frame k shows; -1: the frame before."""
   truth, record = synthetic_clips[0]
-  sampler = sources.GeneratorWindows(mel_offset_frames=mel_offset_frames)
+  sampler = input_pipeline.GeneratorWindows(mel_offset_frames=mel_offset_frames)
   for i in range(20):
     example = sampler.random_map(record, np.random.default_rng(i))
     _, shown = stamped_frames(example["target"])
@@ -198,37 +198,37 @@ def test_generator_mel_chunks_on_synthetic_speech(synthetic_clips, mel_offset_fr
 
 def test_bgr_flips_channels(clips):
   rng_seed = 3
-  rgb = sources.GeneratorWindows().random_map(clips[0], np.random.default_rng(rng_seed))
-  bgr = sources.GeneratorWindows(channel_order="bgr").random_map(
+  rgb = input_pipeline.GeneratorWindows().random_map(clips[0], np.random.default_rng(rng_seed))
+  bgr = input_pipeline.GeneratorWindows(channel_order="bgr").random_map(
       clips[0], np.random.default_rng(rng_seed))
   np.testing.assert_array_equal(bgr["target"], rgb["target"][..., ::-1])
   np.testing.assert_array_equal(bgr["inputs"][..., 3:], rgb["inputs"][..., 5:2:-1])
   with pytest.raises(ValueError, match="channel_order"):
-    sources.SyncNetPairs(channel_order="rbg")
+    input_pipeline.SyncNetPairs(channel_order="rbg")
 
 
 def test_resize_frames_is_antialiased_and_keeps_flat_colours():
   flat = np.full((2, 16, 16, 3), 200, np.uint8)
-  np.testing.assert_array_equal(sources.resize_frames(flat, 8), np.full((2, 8, 8, 3), 200))
-  assert sources.resize_frames(flat, 16) is flat
+  np.testing.assert_array_equal(input_pipeline.resize_frames(flat, 8), np.full((2, 8, 8, 3), 200))
+  assert input_pipeline.resize_frames(flat, 16) is flat
   # A one-pixel checkerboard halves to its mean: an antialiased kernel puts equal weight
   # on both colours; sampling without one would give pure black or white.
   board = (np.indices((16, 16)).sum(axis=0) % 2 * 255).astype(np.uint8)
   board = np.repeat(board[None, :, :, None], 3, axis=-1)
-  half = sources.resize_frames(board, 8)
+  half = input_pipeline.resize_frames(board, 8)
   assert np.abs(half[:, 1:-1, 1:-1].astype(np.float32) - 127.5).max() <= 1.0
   # Floats in [0, 1] go through uint8 and come back float32.
-  as_float = sources.resize_frames(board.astype(np.float32) / 255, 8)
+  as_float = input_pipeline.resize_frames(board.astype(np.float32) / 255, 8)
   assert as_float.dtype == np.float32
   np.testing.assert_array_equal(as_float, half.astype(np.float32) / 255)
 
 
 def test_generator_windows_at_the_generator_size(clips):
   rng_seed = 5
-  full = sources.GeneratorWindows().random_map(clips[0], np.random.default_rng(rng_seed))
-  small = sources.GeneratorWindows(img_size=8).random_map(clips[0],
+  full = input_pipeline.GeneratorWindows().random_map(clips[0], np.random.default_rng(rng_seed))
+  small = input_pipeline.GeneratorWindows(img_size=8).random_map(clips[0],
                                                           np.random.default_rng(rng_seed))
-  resized = lambda images: sources.resize_frames(
+  resized = lambda images: input_pipeline.resize_frames(
       np.round(images * 255).astype(np.uint8), 8).astype(np.float32) / 255
   np.testing.assert_array_equal(small["target"], resized(full["target"]))
   np.testing.assert_array_equal(small["inputs"][..., 3:], resized(full["inputs"][..., 3:]))
@@ -239,23 +239,23 @@ def test_generator_windows_at_the_generator_size(clips):
 
 
 def test_source_skips_short_clips_and_fails_on_empty(clips):
-  source = sources.ClipSource(clips + [indexed_clip(9, 15)])
+  source = input_pipeline.ClipSource(clips + [indexed_clip(9, 15)])
   assert len(source) == len(clips) and source.num_skipped == 1
-  with pytest.raises(sources.DatasetError, match="no records"):
-    sources.ClipSource([])
-  with pytest.raises(sources.DatasetError, match="none of the 2 records"):
-    sources.ClipSource([indexed_clip(0, 15), indexed_clip(1, 3)])
+  with pytest.raises(input_pipeline.DatasetError, match="no records"):
+    input_pipeline.ClipSource([])
+  with pytest.raises(input_pipeline.DatasetError, match="none of the 2 records"):
+    input_pipeline.ClipSource([indexed_clip(0, 15), indexed_clip(1, 3)])
   decode = lambda raw: clips[0] if raw == b"a" else {}.pop(0)
   for scan in (True, False):
-    with pytest.raises(sources.DatasetError, match="record 1 unreadable"):
-      sources.ClipSource([b"a", b"b"], decode=decode, scan=scan)
-  assert len(sources.ClipSource(clips + [indexed_clip(9, 15)], scan=False)) == len(clips) + 1
-  assert len(sources.ClipSource(clips, frame_counts=[40, 23, 15, 60])) == len(clips) - 1
+    with pytest.raises(input_pipeline.DatasetError, match="record 1 unreadable"):
+      input_pipeline.ClipSource([b"a", b"b"], decode=decode, scan=scan)
+  assert len(input_pipeline.ClipSource(clips + [indexed_clip(9, 15)], scan=False)) == len(clips) + 1
+  assert len(input_pipeline.ClipSource(clips, frame_counts=[40, 23, 15, 60])) == len(clips) - 1
 
 
 def test_missing_shards_fail_loudly(tmp_path):
-  with pytest.raises(sources.DatasetError, match="cannot open record shards"):
-    sources.open_record_source(tmp_path / "nothing_here")
+  with pytest.raises(input_pipeline.DatasetError, match="cannot open record shards"):
+    input_pipeline.open_record_source(tmp_path / "nothing_here")
 
 
 def batches(iterator, count):
@@ -272,17 +272,17 @@ def assert_same_batches(a, b):
 
 
 def test_epoch_shuffle_permutes_each_epoch_anew():
-  dataset = sources.EpochShuffle(grain.MapDataset.range(10), seed=3).repeat(3)
+  dataset = input_pipeline.EpochShuffle(grain.MapDataset.range(10), seed=3).repeat(3)
   epochs = [[dataset[10 * e + i] for i in range(10)] for e in range(3)]
   assert all(sorted(epoch) == list(range(10)) for epoch in epochs)
   assert epochs[0] != epochs[1] != epochs[2] and epochs[0] != list(range(10))
-  again = sources.EpochShuffle(grain.MapDataset.range(10), seed=3).repeat(3)
+  again = input_pipeline.EpochShuffle(grain.MapDataset.range(10), seed=3).repeat(3)
   assert [again[i] for i in reversed(range(30))] == sum(epochs, [])[::-1]
 
 
 def test_iterator_is_deterministic_by_seed(clips):
-  source = sources.ClipSource(clips)
-  make = lambda seed: sources.generator_iterator(source, batch_size=3, seed=seed)
+  source = input_pipeline.ClipSource(clips)
+  make = lambda seed: input_pipeline.generator_iterator(source, batch_size=3, seed=seed)
   first = batches(make(0), 4)
   assert first[0]["inputs"].shape == (3, T, 16, 16, 6)
   assert first[0]["mel_chunks"].shape == (3, T, 80, 16, 1)
@@ -294,10 +294,10 @@ def test_iterator_is_deterministic_by_seed(clips):
 
 
 def test_shards_split_clips(clips):
-  source = sources.ClipSource(clips)
+  source = input_pipeline.ClipSource(clips)
   seen = []
   for shard_index in range(2):
-    it = sources.syncnet_iterator(source, batch_size=1, seed=0, shard_index=shard_index,
+    it = input_pipeline.syncnet_iterator(source, batch_size=1, seed=0, shard_index=shard_index,
                                   shard_count=2, num_epochs=1)
     ids = set()
     for batch in it:  # mel row 1 is noise, unique to its clip
@@ -309,8 +309,8 @@ def test_shards_split_clips(clips):
 
 @pytest.mark.parametrize("worker_count", [0, 1])
 def test_state_restore_gives_same_next_batches(clips, worker_count):
-  source = sources.ClipSource(clips)
-  make = lambda: sources.syncnet_iterator(source, batch_size=2, seed=5,
+  source = input_pipeline.ClipSource(clips)
+  make = lambda: input_pipeline.syncnet_iterator(source, batch_size=2, seed=5,
                                           worker_count=worker_count)
   iterator = make()
   batches(iterator, 3)
@@ -325,8 +325,8 @@ def test_state_restore_gives_same_next_batches(clips, worker_count):
 
 def test_orbax_checkpoint_round_trip(clips, tmp_path):
   ocp = pytest.importorskip("orbax.checkpoint")
-  source = sources.ClipSource(clips)
-  make = lambda: sources.syncnet_iterator(source, batch_size=2, seed=7)
+  source = input_pipeline.ClipSource(clips)
+  make = lambda: input_pipeline.syncnet_iterator(source, batch_size=2, seed=7)
   iterator = make()
   batches(iterator, 2)
   with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
@@ -343,7 +343,7 @@ def test_orbax_checkpoint_round_trip(clips, tmp_path):
 
 
 def write_shards(directory, clips_per_shard):
-  from data_pipeline import records  # pylint: disable=g-import-not-at-top
+  from lipsync_jax import records  # pylint: disable=g-import-not-at-top
   for shard, shard_clips in enumerate(clips_per_shard):
     with records.ShardWriter(directory / f"train-{shard:05d}") as writer:
       for clip in shard_clips:
@@ -352,18 +352,18 @@ def write_shards(directory, clips_per_shard):
 
 
 def test_shards_with_workers_equal_in_memory_clips(clips, tmp_path):
-  from data_pipeline import records  # pylint: disable=g-import-not-at-top
+  from lipsync_jax import records  # pylint: disable=g-import-not-at-top
   write_shards(tmp_path, [clips[:2], clips[2:]])
-  shard_source = sources.open_record_source(tmp_path)
+  shard_source = input_pipeline.open_record_source(tmp_path)
   decoded = [records.decode_record(records.encode_record(
       dict(c, frames=records.encode_jpeg(c["frames"]), crop_size=16))) for c in clips]
-  expected = batches(sources.generator_iterator(decoded, batch_size=2, seed=1), 3)
-  iterator = sources.generator_iterator(shard_source, batch_size=2, seed=1, worker_count=1)
+  expected = batches(input_pipeline.generator_iterator(decoded, batch_size=2, seed=1), 3)
+  iterator = input_pipeline.generator_iterator(shard_source, batch_size=2, seed=1, worker_count=1)
   assert_same_batches(batches(iterator, 3), expected)
   iterator.close()
 
 
 def test_unreadable_record_fails_loudly(clips, tmp_path):
   write_shards(tmp_path, [[clips[0], b"not a record"]])
-  with pytest.raises(sources.DatasetError, match="record 1 unreadable"):
-    sources.open_record_source(tmp_path)
+  with pytest.raises(input_pipeline.DatasetError, match="record 1 unreadable"):
+    input_pipeline.open_record_source(tmp_path)

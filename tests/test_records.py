@@ -11,7 +11,7 @@ from array_record.python import array_record_module
 import numpy as np
 import pytest
 
-from data_pipeline import records
+from lipsync_jax import records
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -224,7 +224,7 @@ def test_records_work_with_tensorflow_unimportable(tmp_path):
 
       sys.meta_path.insert(0, BlockTensorFlow())
       import numpy as np
-      from data_pipeline import records
+      from lipsync_jax import records
       record = RECORD_EXPRESSION
       with records.ShardWriter({str(tmp_path / "s")!r},
                                ("array_record", "tfrecord")) as writer:

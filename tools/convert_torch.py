@@ -6,17 +6,20 @@ r"""Converts a PyTorch checkpoint to an orbax checkpoint of flax variables.
 Reads the file without torch and without unpickling arbitrary objects (zip and legacy
 formats). Writes `<output>/variables/` (orbax, {"params", "batch_stats"}) and
 `<output>/metadata.json` (model, channel_order, source), first under a temporary name, then
-renamed; read it back with `lipsync_jax.convert.restore_converted`. The official Wav2Lip and
+renamed; read it back with `lipsync_jax.checkpoints.restore_converted`. The official Wav2Lip and
 SyncNet checkpoints were trained on BGR frames (OpenCV), hence the default channel order;
-the `lpips` package's weights expect RGB.
+the `lpips` package's weights expect RGB. Bad input (a missing, unsafe or malformed
+file, another network's weights, an existing output): one line on stderr, exit code 1,
+nothing written.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
 
+from lipsync_jax import checkpoints
+from lipsync_jax import cli
 from lipsync_jax import convert
 
 _DEFAULT_CHANNEL_ORDER = {"wav2lip": "bgr", "syncnet": "bgr", "quality_discriminator": "bgr",
@@ -33,6 +36,7 @@ _CHANNEL_ORDER = flags.DEFINE_enum(
     "checkpoints (wav2lip, syncnet, quality_discriminator), rgb for lpips_vgg16.")
 
 
+@cli.tool("convert_torch")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -41,14 +45,10 @@ def main(argv):
       "channel_order": _CHANNEL_ORDER.value or _DEFAULT_CHANNEL_ORDER[_MODEL.value],
       "source": os.path.basename(_INPUT.value),
   }
-  try:
-    variables = convert.load_torch_checkpoint(_INPUT.value, model=_MODEL.value)
-    convert.save_converted(_OUTPUT.value, variables, metadata)
-  except (OSError, ValueError) as e:  # Mismatch, unsafe or malformed file, bad path.
-    print(f"convert_torch: {e}", file=sys.stderr)
-    sys.exit(1)
+  variables = convert.load_torch_checkpoint(_INPUT.value, model=_MODEL.value)
+  checkpoints.save_converted(_OUTPUT.value, variables, metadata)
   print(f"wrote {_OUTPUT.value} ({metadata['model']}, {metadata['channel_order']})")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

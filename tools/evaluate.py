@@ -16,20 +16,20 @@ audio lags). With --reference (a folder holding videos of the same names) PSNR, 
 with --lpips_weights (a converted lpips_vgg16 folder or a VGG16 .pth), LPIPS are averaged
 over the frames of the face crops (--region=face) or whole frames; --lpips_backbone=random
 is for smoke tests only and is flagged in the output. Writes one JSON (per clip and
-summary) and prints a table. Any error: one line on stderr, exit code 1, no output.
+summary) and prints a table. Any error: one line on stderr, exit code 1, no output. The
+console shows the detector's progress and the table only (--verbosity=0 adds the logs).
 """
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 import numpy as np
 
 from lipsync_jax import audio
 from lipsync_jax import checkpoints
+from lipsync_jax import cli
 from lipsync_jax import evaluation
 from lipsync_jax import faces
 from lipsync_jax import host_memory
@@ -42,7 +42,8 @@ _SYNCNET = flags.DEFINE_string("syncnet", None, "SyncNet checkpoint.", required=
 _REFERENCE = flags.DEFINE_string("reference", None, "Folder of ground-truth videos with the "
                                  "generated clips' file names.")
 _OUTPUT = flags.DEFINE_string("output", "eval_results.json", "Output JSON.")
-_MAX_OFFSET = flags.DEFINE_integer("max_offset", 15, "Offsets -N..N frames are searched.")
+_MAX_OFFSET = flags.DEFINE_integer("max_offset", 15, "Offsets -N..N frames are searched.",
+                                   lower_bound=0)
 _PADS = flags.DEFINE_list("pads", ["0", "10", "0", "0"], "Face box pads top,bottom,left,right.")
 _DETECT = flags.DEFINE_boolean("detect", False, "Ignore sidecars; always run the detector.")
 _REGION = flags.DEFINE_enum("region", "face", ["face", "frame"], "Where PSNR/SSIM/LPIPS are "
@@ -50,7 +51,8 @@ _REGION = flags.DEFINE_enum("region", "face", ["face", "frame"], "Where PSNR/SSI
 _LPIPS_WEIGHTS = flags.DEFINE_string("lpips_weights", None, "Converted LPIPS VGG16 weights.")
 _LPIPS_BACKBONE = flags.DEFINE_enum("lpips_backbone", "vgg16", ["vgg16", "random"],
                                     "random: NOT perceptual, smoke tests only.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Windows / frames per network call.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Windows / frames per network call.",
+                                   lower_bound=1)
 
 RANDOM_LPIPS_WARNING = ("LPIPS uses a RANDOM VGG16 backbone (--lpips_backbone=random): the "
                         "LPIPS numbers are NOT perceptual distances")
@@ -73,8 +75,10 @@ def clip_paths(entries):
   return paths
 
 
-def crop_boxes(path, reference, frames, pads):
-  """(crop boxes (T, 4), where they came from) for a clip's frames."""
+def boxes_for_clip(path, reference, frames, pads):
+  """(crop boxes (T, 4), where they came from) for a clip's frames: from the clip's
+  sidecar, else its reference's (`inference.crop_boxes` of their face boxes), else from
+  the face detector; --detect skips the sidecars."""
   sidecars = [] if _DETECT.value else [inference.sidecar_path(p) for p in (path, reference) if p]
   sidecar = next((s for s in sidecars if s), None)
   if sidecar:
@@ -98,7 +102,10 @@ def evaluate_clip(path, expert, lpips_fn, pads):
     reference = os.path.join(_REFERENCE.value, os.path.basename(path))
     if not os.path.isfile(reference):
       raise inference.InferenceError(f"{reference}: no ground truth for {path}")
-  boxes, box_source = crop_boxes(path, reference, frames, pads)
+  if len(frames) < evaluation.SYNC_WINDOW:
+    raise inference.InferenceError(f"{path}: {len(frames)} frame(s); LSE needs at least "
+                                   f"{evaluation.SYNC_WINDOW}")
+  boxes, box_source = boxes_for_clip(path, reference, frames, pads)
   mel = audio.melspectrogram(audio.load_audio(path))
   crops = evaluation.sync_crops(frames, boxes, expert.img_size, expert.channel_order)
   result = {"clip": os.path.basename(path), "path": path, "frames": len(frames), "fps": fps,
@@ -114,6 +121,9 @@ def evaluate_clip(path, expert, lpips_fn, pads):
   if _REGION.value == "face":
     x = faces.crop_faces(frames[:count], boxes[:count], expert.img_size)
     y = faces.crop_faces(truth[:count], boxes[:count], expert.img_size)
+  elif truth.shape[1:] != frames.shape[1:]:
+    raise inference.InferenceError(f"{reference}: {truth.shape[2]}x{truth.shape[1]} frames vs "
+                                   f"{frames.shape[2]}x{frames.shape[1]} of {path}")
   else:
     x, y = frames[:count], truth[:count]
   result["reference"] = reference
@@ -121,6 +131,17 @@ def evaluate_clip(path, expert, lpips_fn, pads):
   result.update(evaluation.clip_image_metrics(x / 255.0, y / 255.0, lpips_fn,
                                               _BATCH_SIZE.value))
   return result
+
+
+def _pads():
+  try:
+    pads = [int(v) for v in _PADS.value]
+  except ValueError:
+    pads = []
+  if len(pads) != 4:
+    raise inference.InferenceError(f"--pads needs 4 comma-separated integers, got "
+                                   f"{','.join(_PADS.value)}")
+  return pads
 
 
 def write_json(path, content):
@@ -134,38 +155,33 @@ def write_json(path, content):
       os.remove(temp)
 
 
+@cli.tool("evaluate")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   host_memory.reuse_freed_memory()  # before the first XLA computation
-  if not flags.FLAGS["verbosity"].present:  # Keep library INFO logs off stderr.
-    logging.set_verbosity(logging.WARNING)
   warnings, lpips_fn, lpips_name = [], None, None
-  try:
-    output_dir = os.path.dirname(os.path.abspath(_OUTPUT.value))
-    if not os.path.isdir(output_dir):
-      raise inference.InferenceError(f"{_OUTPUT.value}: folder {output_dir} does not exist")
-    pads = [int(v) for v in _PADS.value]
-    paths = clip_paths(_GENERATED.value)
-    expert = checkpoints.load_syncnet(_SYNCNET.value)
-    if _REFERENCE.value and (_LPIPS_WEIGHTS.value or _LPIPS_BACKBONE.value == "random"):
-      lpips_fn = checkpoints.load_lpips(_LPIPS_WEIGHTS.value, _LPIPS_BACKBONE.value)
-      lpips_name = ("random" if _LPIPS_BACKBONE.value == "random"
-                    else f"vgg16 ({_LPIPS_WEIGHTS.value})")
-      if _LPIPS_BACKBONE.value == "random":
-        warnings.append(RANDOM_LPIPS_WARNING)
-    elif _REFERENCE.value:
-      warnings.append("no --lpips_weights: LPIPS not computed")
-    clips = [evaluate_clip(path, expert, lpips_fn, pads) for path in paths]
-    summary = evaluation.summarize(clips, ("lse_d", "lse_c", "psnr", "ssim", "lpips"))
-    write_json(_OUTPUT.value, {
-        "syncnet": expert.name, "syncnet_path": _SYNCNET.value,
-        "syncnet_channel_order": expert.channel_order, "max_offset": _MAX_OFFSET.value,
-        "pads": pads, "region": _REGION.value, "lpips": lpips_name, "warnings": warnings,
-        "clips": clips, "summary": summary})
-  except (ValueError, faces.FaceDetectorError, OSError) as e:  # All input errors.
-    print(f"evaluate: {e}", file=sys.stderr)
-    sys.exit(1)
+  output_dir = os.path.dirname(os.path.abspath(_OUTPUT.value))
+  if not os.path.isdir(output_dir):
+    raise inference.InferenceError(f"{_OUTPUT.value}: folder {output_dir} does not exist")
+  pads = _pads()
+  paths = clip_paths(_GENERATED.value)
+  expert = checkpoints.load_syncnet(_SYNCNET.value)
+  if _REFERENCE.value and (_LPIPS_WEIGHTS.value or _LPIPS_BACKBONE.value == "random"):
+    lpips_fn = checkpoints.load_lpips(_LPIPS_WEIGHTS.value, _LPIPS_BACKBONE.value)
+    lpips_name = ("random" if _LPIPS_BACKBONE.value == "random"
+                  else f"vgg16 ({_LPIPS_WEIGHTS.value})")
+    if _LPIPS_BACKBONE.value == "random":
+      warnings.append(RANDOM_LPIPS_WARNING)
+  elif _REFERENCE.value:
+    warnings.append("no --lpips_weights: LPIPS not computed")
+  clips = [evaluate_clip(path, expert, lpips_fn, pads) for path in paths]
+  summary = evaluation.summarize(clips, ("lse_d", "lse_c", "psnr", "ssim", "lpips"))
+  write_json(_OUTPUT.value, {
+      "syncnet": expert.name, "syncnet_path": _SYNCNET.value,
+      "syncnet_channel_order": expert.channel_order, "max_offset": _MAX_OFFSET.value,
+      "pads": pads, "region": _REGION.value, "lpips": lpips_name, "warnings": warnings,
+      "clips": clips, "summary": summary})
   print(f"SyncNet: {expert.name}; offsets -{_MAX_OFFSET.value}..{_MAX_OFFSET.value}")
   for warning in warnings:
     print(f"WARNING: {warning}")
@@ -176,4 +192,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

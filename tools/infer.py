@@ -4,7 +4,7 @@ r"""Lip-syncs a face video (or photo) to an audio track and writes an mp4.
       --face=speaker.mp4 --audio=speech.wav --outfile=results/out.mp4
 
 --checkpoint takes an official `wav2lip*.pth` (converted on the fly, BGR) or a folder written
-by `lipsync_jax.convert.save_converted` (`tools/convert_torch.py`): orbax `variables/` and
+by `lipsync_jax.checkpoints.save_converted` (`tools/convert_torch.py`): orbax `variables/` and
 `metadata.json` {"model": "wav2lip"|"attn_wav2lip", "channel_order", "model_config"}.
 Options of the original inference script keep their names; lists are comma-separated
 (`--pads=0,20,0,0`, `--box=top,bottom,left,right`). Face boxes come from --box, else
@@ -12,7 +12,8 @@ from --boxes_json or a `<face stem>.json` sidecar with per-frame "boxes" [x1, y1
 (null = no face; what `data_pipeline` writes), else from the face detector. The output has
 the input's frame rate (25 for a still image unless --fps), one frame per mel window of
 the audio, and the audio muxed in. On any error: one line on stderr, exit code 1, no
-output file.
+output file. The console shows the face detector's progress and the result only
+(--verbosity=0 adds the library logs).
 
   python tools/infer.py --checkpoint=... --export=generator_b16.stablehlo [--bf16]
 
@@ -21,16 +22,14 @@ writes the fixed-shape generator (--batch_size frames, RGB in and out) as a seri
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax.numpy as jnp
 
 from lipsync_jax import audio
 from lipsync_jax import checkpoints
-from lipsync_jax import faces
+from lipsync_jax import cli
 from lipsync_jax import host_memory
 from lipsync_jax import inference
 from lipsync_jax import video
@@ -46,21 +45,25 @@ _BOXES_JSON = flags.DEFINE_string("boxes_json", None, "JSON file with per-frame 
                                   "\"boxes\": no detection (default: <face stem>.json).")
 _SIDECAR = flags.DEFINE_boolean("sidecar", True, "Use a <face stem>.json sidecar's boxes "
                                 "when there is one; --nosidecar always detects.")
-_RESIZE_FACTOR = flags.DEFINE_integer("resize_factor", 1, "Downscale the input by this factor.")
+_RESIZE_FACTOR = flags.DEFINE_integer("resize_factor", 1, "Downscale the input by this factor.",
+                                      lower_bound=1)
 _NOSMOOTH = flags.DEFINE_boolean("nosmooth", False, "Do not smooth boxes over 5 frames.")
 _STATIC = flags.DEFINE_boolean("static", False, "Use only the first frame of the video.")
 _FPS = flags.DEFINE_float("fps", None, "Frame rate for a still image (default 25).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Frames per generator/detector call.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Frames per generator/detector call.",
+                                   lower_bound=1)
 _BLEND = flags.DEFINE_boolean("blend", True, "Feathered lower-face paste-back; --noblend "
                               "pastes the whole box as the original does.")
 _MISSING = flags.DEFINE_enum("missing", "error", ["error", "interpolate", "passthrough"],
                              "Frames without a face: fail naming them, interpolate boxes, "
                              "or copy the frame through unchanged.")
 _FACE_INDEX = flags.DEFINE_integer("face_index", None, "Which face (from the left) when "
-                                   "several are found; default the largest.")
+                                   "several are found; default the largest.", lower_bound=0)
 _BF16 = flags.DEFINE_boolean("bf16", False, "bfloat16 compute.")
 _EXPORT = flags.DEFINE_string("export", None, "Also write the fixed-shape generator as a "
                               "serialised jax.export (StableHLO) artifact to this path.")
+flags.register_validator("fps", lambda fps: fps is None or fps > 0,
+                         message="--fps must be positive")
 
 
 def _ints(values, name, count):
@@ -100,6 +103,7 @@ def _check_outfile(path):
     raise inference.InferenceError(f"{path}: output folder {folder} is not writable")
 
 
+@cli.tool("infer")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -108,31 +112,25 @@ def main(argv):
     raise app.UsageError("--face and --audio are required (unless --export)")
   if bool(_FACE.value) != bool(_AUDIO.value):
     raise app.UsageError("--face and --audio go together")
-  if not flags.FLAGS["verbosity"].present:  # Keep library INFO logs off stderr.
-    logging.set_verbosity(logging.WARNING)
   dtype = jnp.bfloat16 if _BF16.value else None
-  try:
-    generator = checkpoints.load_generator(_CHECKPOINT.value)
-    if _EXPORT.value:
-      _export(generator, _EXPORT.value, dtype)
-      if not _FACE.value:
-        return
-    _check_outfile(_OUTFILE.value)
-    box = None
-    if _BOX.value:
-      top, bottom, left, right = _ints(_BOX.value, "box", 4)
-      box = (left, top, right, bottom)
-    job = inference.LipsyncJob(
-        _FACE.value, _AUDIO.value, generator, fps=_FPS.value, batch_size=_BATCH_SIZE.value,
-        pads=_ints(_PADS.value, "pads", 4), box=box, face_boxes=_BOXES_JSON.value,
-        use_sidecar=_SIDECAR.value, smooth=not _NOSMOOTH.value, static=_STATIC.value,
-        resize_factor=_RESIZE_FACTOR.value, blend=_BLEND.value, missing=_MISSING.value,
-        face_index=_FACE_INDEX.value, dtype=dtype)
-    video.write_video(_OUTFILE.value, job.frames(), job.fps, audio=job.wav,
-                      sample_rate=audio.SAMPLE_RATE)
-  except (ValueError, faces.FaceDetectorError, OSError) as e:  # All input errors.
-    print(f"infer: {e}", file=sys.stderr)
-    sys.exit(1)
+  generator = checkpoints.load_generator(_CHECKPOINT.value)
+  if _EXPORT.value:
+    _export(generator, _EXPORT.value, dtype)
+    if not _FACE.value:
+      return
+  _check_outfile(_OUTFILE.value)
+  box = None
+  if _BOX.value:
+    top, bottom, left, right = _ints(_BOX.value, "box", 4)
+    box = (left, top, right, bottom)
+  job = inference.LipsyncJob(
+      _FACE.value, _AUDIO.value, generator, fps=_FPS.value, batch_size=_BATCH_SIZE.value,
+      pads=_ints(_PADS.value, "pads", 4), box=box, face_boxes=_BOXES_JSON.value,
+      use_sidecar=_SIDECAR.value, smooth=not _NOSMOOTH.value, static=_STATIC.value,
+      resize_factor=_RESIZE_FACTOR.value, blend=_BLEND.value, missing=_MISSING.value,
+      face_index=_FACE_INDEX.value, dtype=dtype)
+  video.write_video(_OUTFILE.value, job.frames(), job.fps, audio=job.wav,
+                    sample_rate=audio.SAMPLE_RATE)
   faceless = int((~job.has_face).sum())
   note = f", {faceless} frame(s) without a face passed through" if faceless else ""
   print(f"wrote {_OUTFILE.value}: {job.num_frames} frames at {job.fps:g} fps, boxes from "
@@ -140,4 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

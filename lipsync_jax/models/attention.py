@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from lipsync_jax.models.layers import BatchNorm, ConvBlock, Dtype
+from lipsync_jax.types import at_least_float32
 
 
 def _max_over(x: jnp.ndarray, axis: int) -> jnp.ndarray:
@@ -138,12 +139,12 @@ class FourierUnit(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     height, width = x.shape[1:3]
-    spectrum = jnp.fft.rfft2(x.astype(jnp.float32), axes=(1, 2), norm="ortho")
+    spectrum = jnp.fft.rfft2(at_least_float32(x), axes=(1, 2), norm="ortho")
     y = jnp.concatenate([spectrum.real, spectrum.imag], axis=-1).astype(self.dtype)
     y = nn.Conv(2 * self.features, (1, 1), use_bias=False, dtype=self.dtype,
                 param_dtype=self.param_dtype, name="conv")(y)
     y = nn.relu(_batch_norm(train, self.dtype, self.param_dtype, "bn")(y))
-    y = y.astype(jnp.float32)
+    y = at_least_float32(y)
     spectrum = y[..., :self.features] + 1j * y[..., self.features:]
     y = jnp.fft.irfft2(spectrum, s=(height, width), axes=(1, 2), norm="ortho")
     return y.astype(self.dtype)
@@ -227,9 +228,9 @@ class AdaIN(nn.Module):
     channels = x.shape[-1]
     dense = lambda name: nn.Dense(channels, kernel_init=nn.initializers.zeros,
                                   dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-    gamma = 1.0 + dense("gamma")(audio).astype(jnp.float32)[:, None, None, :]
-    beta = dense("beta")(audio).astype(jnp.float32)[:, None, None, :]
-    x32 = x.astype(jnp.float32)
+    gamma = 1.0 + at_least_float32(dense("gamma")(audio))[:, None, None, :]
+    beta = at_least_float32(dense("beta")(audio))[:, None, None, :]
+    x32 = at_least_float32(x)
     mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
     var = jnp.var(x32, axis=(1, 2), keepdims=True)
     y = gamma * (x32 - mean) * jnp.reciprocal(jnp.sqrt(var + self.eps)) + beta

@@ -1,7 +1,9 @@
 """The LPIPS-AttnWav2Lip generator: a U-Net of residual CBAM blocks with semantic alignment.
 
-Design per `paper.md` ("Our design"); every choice the paper leaves open is a field
-of `AttnWav2Lip`, its default justified there.
+After Chen et al., "LPIPS-AttnWav2Lip", Speech Communication 2023. The paper names
+the parts (residual CBAM U-Net, semantic alignment module, LPIPS loss) but not every
+size; each choice it leaves open is a field of `AttnWav2Lip`, its default justified
+below. docs/model.md sets the model as built beside the paper's description.
 """
 
 from typing import Sequence
@@ -12,6 +14,8 @@ import jax.numpy as jnp
 from lipsync_jax.models.attention import ResidualCBAMBlock, SemanticAlignment
 from lipsync_jax.models.layers import ConvBlock, ConvTransposeBlock, Dtype
 from lipsync_jax.models.wav2lip import AudioEncoder
+from lipsync_jax.errors import ConfigError
+from lipsync_jax.types import at_least_float32
 
 
 class AttnWav2Lip(nn.Module):
@@ -36,20 +40,19 @@ class AttnWav2Lip(nn.Module):
 
   Defaults and why:
   - `widths` (32, 64, 128, 256, 512), i.e. four stages 96->48->24->12->6: fewer
-    stages than Wav2Lip (which goes down to 1x1), as the digest of the paper says;
-    widths double per stage and end at 512, the audio vector's width, as in
-    Wav2Lip. The bottleneck keeps a 6x6 plane, so instance statistics (AdaIN) and
-    the FFC's spectrum exist there. It is img_size / 2^L, so 192 or 256 need no
-    code change (a longer `widths` adds stages).
+    stages than Wav2Lip (which goes down to 1x1), as secondary accounts of the
+    paper's full text describe it (docs/model.md); widths double per stage and end
+    at 512, the audio vector's width, as in Wav2Lip. The bottleneck keeps a 6x6
+    plane, so instance statistics (AdaIN) and the FFC's spectrum exist there. It is
+    img_size / 2^L, so 192 or 256 need no code change (a longer `widths` adds stages).
   - `stem_kernel` 7: Wav2Lip's first face block (7x7, stride 1) sees the same field.
   - `encoder_blocks` 2: as Wav2Lip's face encoder stages. `decoder_blocks` 1: Wav2Lip
     has two per decoder stage, but ours adds a 3x3 fuse conv and a SAM per stage; with
-    one block the model stays at Wav2Lip's cost (30.1M parameters and 7.8 GFLOPs per
-    96x96 frame by XLA's count, vs 36.3M and 7.5 GFLOPs); 2 gives 31.6M and about
-    1.3 GFLOPs more.
+    one block the model stays below Wav2Lip's size (30.1M parameters vs 36.3M); 2
+    gives 31.6M. Their compute per frame is in docs/model.md.
   - `cbam_reduction` 16 and the 7x7 spatial kernel: CBAM's defaults (Woo et al.).
-  - `ffc_global_ratio` 0.5: alpha of paper.md's design, equal local and global
-    widths (the paper's value is not known to us; LaMa uses 0.75).
+  - `ffc_global_ratio` 0.5: alpha, equal local and global widths (the paper's value
+    is not known to us; LaMa uses 0.75).
   - `adain_eps` 1e-5: instance-norm convention (PyTorch, Huang & Belongie).
   - `use_cbam`, `use_semantic_alignment`, `use_ffc`: ablation switches. Off, they
     drop the `cbam` params of every residual block, every `sam_*` module, or each
@@ -73,7 +76,7 @@ class AttnWav2Lip(nn.Module):
     stages = len(self.widths) - 1
     bottleneck = self.img_size // 2**stages
     if stages < 1 or self.img_size % 2**stages or bottleneck < 2:
-      raise ValueError(f"attn_wav2lip.py: img_size {self.img_size} must be divisible by "
+      raise ConfigError(f"attn_wav2lip.py: img_size {self.img_size} must be divisible by "
                        f"2^{stages} (widths {tuple(self.widths)}) with a bottleneck of 2x2 "
                        "or more")
     if faces.ndim != 4 or faces.shape[1:] != (self.img_size, self.img_size, 6):
@@ -131,4 +134,4 @@ class AttnWav2Lip(nn.Module):
 
     logits = nn.Conv(3, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
                      name="head")(x)
-    return nn.sigmoid(logits.astype(jnp.float32))
+    return nn.sigmoid(at_least_float32(logits))

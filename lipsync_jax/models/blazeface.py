@@ -14,10 +14,12 @@ import os
 import numpy as np
 from PIL import Image
 
+from lipsync_jax import errors
+
 Detection = tuple[float, float, float, float, float]  # x1, y1, x2, y2, score
 
 
-class FaceDetectorError(RuntimeError):
+class FaceDetectorError(errors.LipsyncError, RuntimeError):
   """The detector's runtime or model file is not installed."""
 
 

@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lipsync_jax.types import at_least_float32
+
 Dtype = Any
 IntOrPair = int | Sequence[int]
 
@@ -31,7 +33,8 @@ def explicit_padding(padding: IntOrPair) -> tuple[tuple[int, int], tuple[int, in
 class BatchNorm(nn.Module):
   """BatchNorm over all axes but the last, with PyTorch `BatchNorm2d` semantics.
 
-  Statistics and normalisation run in float32 whatever `dtype` is. In training the
+  Statistics and normalisation run in float32 (or wider: `at_least_float32`) whatever
+  `dtype` is. In training the
   running statistics move by `momentum` (PyTorch's convention: new = (1 - m) old + m batch)
   and the running variance takes the UNBIASED batch variance (n / (n - 1)), as PyTorch
   does and flax's `nn.BatchNorm` does not, so fine-tuning a converted checkpoint keeps
@@ -50,7 +53,7 @@ class BatchNorm(nn.Module):
     running_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
     scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
     bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
-    x32 = x.astype(jnp.float32)
+    x32 = at_least_float32(x)
     if self.use_running_average:
       mean, var = running_mean.value, running_var.value
     else:
@@ -60,10 +63,13 @@ class BatchNorm(nn.Module):
       if not self.is_initializing():
         count = x.size // features
         unbiased = var * (count / max(count - 1, 1))
-        running_mean.value = (1 - self.momentum) * running_mean.value + self.momentum * mean
-        running_var.value = (1 - self.momentum) * running_var.value + self.momentum * unbiased
+        stats_dtype = running_mean.value.dtype
+        running_mean.value = ((1 - self.momentum) * running_mean.value
+                              + self.momentum * mean).astype(stats_dtype)
+        running_var.value = ((1 - self.momentum) * running_var.value
+                             + self.momentum * unbiased).astype(stats_dtype)
     y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
-    y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    y = y * scale.astype(x32.dtype) + bias.astype(x32.dtype)
     return y.astype(self.dtype)
 
 
@@ -120,9 +126,10 @@ class ConvTranspose(nn.Module):
   decomposition: each of the s x s output phases is a small correlation of the
   input, so all of them are one stride-1 convolution to s*s*features channels
   (kernel rearranged from `kernel`, zeros where a phase has no tap) followed by a
-  depth-to-space shuffle. XLA:CPU runs the input-dilated convolution of
-  `lax.conv_transpose` (and its gradients) 3-10x slower than this form (measured
-  fwd+bwd of the 3x3 stride-2 layers of the demo generator: 110-150 ms vs 10-40 ms).
+  depth-to-space shuffle. Why: XLA:CPU runs the input-dilated convolution of
+  `lax.conv_transpose` (and its gradients) several times slower than this form;
+  the measurement is in docs/benchmarks.md. Outputs and gradients are tested
+  against PyTorch's `ConvTranspose2d`.
   """
   features: int
   kernel_size: tuple[int, int]

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from lipsync_jax.errors import CheckpointError
+
 Dtype = Any
 
 SHIFT = (-0.030, -0.088, -0.188)
@@ -47,7 +49,7 @@ VGG16_CONV_INDEX = {
 NUM_HEADS = len(VGG16_STAGES)
 
 
-class LPIPSWeightsError(ValueError):
+class LPIPSWeightsError(CheckpointError):
   """A state dict does not hold the LPIPS / VGG16 weights (missing, unexpected, mis-shaped)."""
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from lipsync_jax.models.wav2lip import (AudioEncoder, build_layers, check_shape, conv_spec,
                                         residual_specs, scale_widths, stage_table)
+from lipsync_jax.types import at_least_float32
 
 Dtype = Any
 
@@ -34,7 +35,7 @@ _FACE_ENCODER_96 = (
 
 def l2_normalize(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
   """x / max(||x||_2, eps) over the last axis (PyTorch `F.normalize`), in float32."""
-  x = x.astype(jnp.float32)
+  x = at_least_float32(x)
   norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
   return x / jnp.maximum(norm, eps)
 

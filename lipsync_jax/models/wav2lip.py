@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from lipsync_jax.models.layers import ConvBlock, ConvTransposeBlock, NoNormConvBlock
+from lipsync_jax.errors import ConfigError
+from lipsync_jax.types import at_least_float32
 
 Dtype = Any
 # A layer spec: the block class with its shape arguments bound; dtypes are added at setup.
@@ -108,7 +110,7 @@ def scale_widths(specs, multiplier: float) -> list[LayerSpec]:
 def stage_table(tables: dict[int, tuple], img_size: int, what: str) -> tuple:
   """The layer table for `img_size`; ValueError naming the model if there is none."""
   if img_size not in tables:
-    raise ValueError(f"{what}: img_size={img_size} is not implemented "
+    raise ConfigError(f"{what}: img_size={img_size} is not implemented "
                      f"(available: {sorted(tables)}); see the module docstring.")
   return tables[img_size]
 
@@ -197,7 +199,7 @@ class Wav2Lip(nn.Module):
       x = jnp.concatenate([x, skips.pop()], axis=-1)
     x = self.output_block_0(x, train=train)
     x = self.output_block_1(x)
-    return nn.sigmoid(x.astype(jnp.float32))
+    return nn.sigmoid(at_least_float32(x))
 
 
 class QualityDiscriminator(nn.Module):
@@ -227,7 +229,7 @@ class QualityDiscriminator(nn.Module):
     for stage in self.face_encoder_blocks:
       for layer in stage:
         x = layer(x)
-    x = self.binary_pred_0(x).astype(jnp.float32)
+    x = at_least_float32(self.binary_pred_0(x))
     return x.reshape(x.shape[0])
 
   def __call__(self, frames: jnp.ndarray, train: bool = False) -> jnp.ndarray:

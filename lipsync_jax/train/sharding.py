@@ -18,17 +18,27 @@ same mesh over all global devices, reads its own part of each global batch
 """
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-PyTree = Any
+from lipsync_jax.errors import ConfigError
+from lipsync_jax.types import PyTree
+
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
 MIN_SHARDED_SIZE = 2**14  # Smaller arrays (biases, norms, scalars) stay replicated.
+
+
+def _distributed_initialized() -> bool:
+  is_initialized = getattr(jax.distributed, "is_initialized", None)  # public in newer JAX
+  if is_initialized is not None:
+    return is_initialized()
+  from jax._src import distributed  # pylint: disable=import-outside-toplevel
+  return distributed.global_state.client is not None
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -37,9 +47,10 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
   `config` fields: `num_processes` (1 = single host, nothing to do),
   `coordinator_address` ("host:port"), `process_id`. On managed clusters
   (Cloud TPU, SLURM) set `num_processes` to -1 to let JAX auto-detect them.
-  Must run before anything touches a device.
+  Must run before anything touches a device. Once JAX's distributed client is up,
+  later calls do nothing (the training tools call it before the trainer does).
   """
-  if config.num_processes == 1:
+  if config.num_processes == 1 or _distributed_initialized():
     return
   if config.num_processes == -1:
     jax.distributed.initialize()
@@ -53,7 +64,7 @@ def make_mesh(model_axis_size: int = 1, devices: Sequence[jax.Device] | None = N
   """A (data, model) mesh over `devices` (all global devices by default)."""
   devices = list(jax.devices() if devices is None else devices)
   if len(devices) % model_axis_size:
-    raise ValueError(f"{len(devices)} devices do not split into a model axis of "
+    raise ConfigError(f"{len(devices)} devices do not split into a model axis of "
                      f"{model_axis_size}")
   grid = np.asarray(devices).reshape(len(devices) // model_axis_size, model_axis_size)
   return Mesh(grid, (DATA_AXIS, MODEL_AXIS))
@@ -96,10 +107,10 @@ def put_replicated(mesh: Mesh, tree: PyTree) -> PyTree:
 
 
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
-  """Raises ValueError unless the batch splits evenly over data devices and hosts."""
+  """Raises ConfigError unless the batch splits evenly over data devices and hosts."""
   data_size = mesh.shape[DATA_AXIS]
   if global_batch_size % data_size or global_batch_size % jax.process_count():
-    raise ValueError(f"batch_size {global_batch_size} is not divisible by the {data_size} "
+    raise ConfigError(f"batch_size {global_batch_size} is not divisible by the {data_size} "
                      f"data-parallel devices and {jax.process_count()} processes")
 
 

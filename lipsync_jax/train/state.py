@@ -8,7 +8,7 @@ over it (see `train/steps.py`).
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax
 import flax.linen as nn
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-PyTree = Any
+from lipsync_jax.types import PyTree
 
 
 @flax.struct.dataclass
@@ -78,8 +78,8 @@ def make_optimizer(config: ml_collections.ConfigDict,
   decay to 0 at `num_train_steps`, the end of the run; a run that ends inside the
   warm-up has no decay). Without either the learning rate is constant."""
   learning_rate = config.learning_rate
-  warmup = config.get("warmup_steps", 0)
-  if config.get("cosine_decay"):
+  warmup = config.warmup_steps
+  if config.cosine_decay:
     if num_train_steps is None:
       raise ValueError("cosine_decay needs the run's num_train_steps")
     learning_rate = optax.warmup_cosine_decay_schedule(
@@ -87,7 +87,7 @@ def make_optimizer(config: ml_collections.ConfigDict,
   elif warmup:
     learning_rate = optax.linear_schedule(0.0, config.learning_rate, warmup)
   tx = optax.adam(learning_rate, b1=config.b1, b2=config.b2)
-  if config.get("grad_clip_norm"):
+  if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   return tx
 
@@ -118,8 +118,8 @@ def init_model_state(model: nn.Module, tx: optax.GradientTransformation, rng: ja
 def jit_init(model: nn.Module):
   """`model.init(rng, *inputs, train=False)`, jitted at XLA -O0.
 
-  Init runs once, so compile time is what counts: on CPU this is 3-4x faster
-  than eager init (one dispatch per op) or a default-optimised compile.
+  Init runs once, so compile time is what counts: unoptimised compilation beats
+  both eager init (one dispatch per op) and a default-optimised compile.
   """
   return jax.jit(functools.partial(model.init, train=False),
                  compiler_options={"xla_backend_optimization_level": 0})
@@ -139,8 +139,7 @@ def initial_sync_weight(config: ml_collections.ConfigDict) -> jnp.ndarray:
   """float32 scalar: 0 (Wav2Lip's schedule), or `config.sync_weight` from the first
   step when the `loss` config sets `sync_from_start` (for an expert trained with the
   generator's data and a generator that would otherwise never switch it on)."""
-  on = config.get("sync_from_start", False)
-  return jnp.asarray(config.sync_weight if on else 0.0, jnp.float32)
+  return jnp.asarray(config.sync_weight if config.sync_from_start else 0.0, jnp.float32)
 
 
 def update_sync_weight(state: GeneratorTrainState, eval_sync_loss: float,

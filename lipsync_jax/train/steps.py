@@ -27,10 +27,7 @@ import optax
 
 from lipsync_jax import losses
 from lipsync_jax.train.state import GeneratorTrainState, ModelState, SyncNetTrainState, step_key
-
-PyTree = Any
-Batch = dict[str, jnp.ndarray]
-Metrics = dict[str, jnp.ndarray]
+from lipsync_jax.types import Batch, Metrics, PyTree, at_least_float32
 
 
 def lower_half_stack(frames: jnp.ndarray) -> jnp.ndarray:
@@ -46,7 +43,7 @@ def lower_half_stack(frames: jnp.ndarray) -> jnp.ndarray:
 def resize_for_expert(frames: jnp.ndarray, size: int) -> jnp.ndarray:
   """(B, T, h, w, 3) generated frames at the expert's (size, size), in [0, 1].
 
-  Bicubic with antialiasing (as the input pipeline's `sources.resize_frames`); the
+  Bicubic with antialiasing (as the input pipeline's `input_pipeline.resize_frames`); the
   frames as they are when h == w == size. A generator smaller than the expert (the
   CPU demo's 48 px one under a 96 px SyncNet) is judged on its upsampled output, as
   it is pasted into videos.
@@ -140,7 +137,7 @@ def _generate(generator: nn.Module, batch: Batch, apply_fn) -> tuple[jnp.ndarray
   faces = batch["inputs"].reshape((b * t,) + batch["inputs"].shape[2:])
   mels = batch["mel_chunks"].reshape((b * t,) + batch["mel_chunks"].shape[2:])
   out, aux = apply_fn(mels, faces)
-  return out.astype(jnp.float32).reshape((b, t) + out.shape[1:]), aux
+  return at_least_float32(out).reshape((b, t) + out.shape[1:]), aux
 
 
 def _generator_losses(generated: jnp.ndarray, batch: Batch, frozen: PyTree,
@@ -236,7 +233,7 @@ def make_discriminator_train_step(discriminator: nn.Module, tx: optax.GradientTr
       both = jnp.concatenate([real, fake], axis=0)
       probability, batch_stats = _apply_train(discriminator, state.discriminator, params,
                                               both, rng=rng)
-      p_real, p_fake = jnp.split(probability.astype(jnp.float32), 2)
+      p_real, p_fake = jnp.split(at_least_float32(probability), 2)
       real_loss = losses.adversarial_loss(p_real, is_real=True)
       fake_loss = losses.adversarial_loss(p_fake, is_real=False)
       accuracy = 0.5 * (jnp.mean(p_real > 0.5) + jnp.mean(p_fake < 0.5))

@@ -1,21 +1,23 @@
 """Training loops of SyncNet and the generators: data -> step -> metrics -> checkpoints.
 
 `train_syncnet(config, workdir)` and `train_generator(config, workdir)` read record
-shards with the Grain samplers of `data_pipeline.sources`, run the jitted steps of
+shards with the Grain samplers of `lipsync_jax.input_pipeline`, run the jitted steps of
 `train/steps.py` on a mesh over all devices (`train/sharding.py`), and write under
 `workdir`:
   checkpoints/<step>/   orbax: train state (params, batch stats, optimizer states,
                         step, RNG, sync-weight schedule) + Grain iterator state;
                         the latest `keep_checkpoints` and the best by eval metric.
   tensorboard/          scalars (train and eval), image grids (generator).
+  profile/              a `jax.profiler` trace of `config.profile_steps`, if set.
 A run restarted with the same workdir resumes from the latest checkpoint; the
-result is bit-identical to an uninterrupted run. Helpers for building models,
-loading frozen networks and logging live in `train/components.py`.
+result is bit-identical to an uninterrupted run. Compiled steps go to the persistent
+compilation cache `config.compilation_cache_dir` (`train/profiling.py`), so a
+restarted run loads them instead of compiling them again. Models, frozen networks
+and data are built by `train/components.py`; reports go through `train/reporting.py`.
 """
 
 import logging
 import pathlib
-from typing import Any
 
 import grain
 import jax
@@ -25,13 +27,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from clu import metrics as clu_metrics
 
-from lipsync_jax.train import components, sharding, state as state_lib, steps
-
-PyTree = Any
+from lipsync_jax.errors import LipsyncError
+from lipsync_jax.train import components, profiling, reporting, sharding
+from lipsync_jax.train import state as state_lib, steps
+from lipsync_jax.types import PyTree
 _preservation = ocp.checkpoint_managers.preservation_policy
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(LipsyncError, FloatingPointError):
   """A loss became NaN or infinite and the config says to stop."""
 
 
@@ -47,7 +50,7 @@ class Checkpointer:
         _preservation.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=1,
                             keep_checkpoints_without_metrics=False)])
     # best_fn also makes the manager write the metrics next to each checkpoint,
-    # so a later reader (`components.load_variables`) finds the best one.
+    # so a later reader (`checkpoints.load_variables`) finds the best one.
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
                                            enable_async_checkpointing=True,
                                            best_fn=lambda m: m[best_metric], best_mode="min")
@@ -83,23 +86,43 @@ class Checkpointer:
     self._manager.close()
 
 
+def _check_finite(step: int, metrics: dict[str, float], on_nonfinite: str) -> bool:
+  """Whether every metric of `step` is finite; "stop" raises `NonFiniteLossError`
+  naming the step and the losses, "skip" logs them (the step left the state unchanged)."""
+  bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+  if not bad:
+    return True
+  message = f"non-finite loss at step {step}: " + ", ".join(f"{k}={metrics[k]}" for k in bad)
+  if on_nonfinite == "stop":
+    raise NonFiniteLossError(message + " (set --config.on_nonfinite=skip to skip such steps)")
+  logging.warning("%s; update skipped", message)
+  return False
+
+
+def _check_finished_steps(unchecked: list[tuple[int, dict[str, jax.Array]]],
+                          max_behind: int = 2) -> list[tuple[int, dict[str, jax.Array]]]:
+  """Checks (stop mode) the steps of `unchecked` whose metrics are computed; returns the rest.
+
+  Reading a step's metrics before it is computed would make the host wait for the device
+  every step (and on the CPU a read queues behind the step running; measured: 15% fewer
+  steps/s), so only finished steps are read, oldest first; the host waits only when
+  more than `max_behind` steps are unchecked, so a non-finite loss stops the run within
+  `max_behind` + 1 steps of it.
+  """
+  while unchecked and (len(unchecked) > max_behind
+                       or all(x.is_ready() for x in jax.tree.leaves(unchecked[0][1]))):
+    step, metrics = unchecked.pop(0)
+    _check_finite(step, jax.device_get(metrics), "stop")
+  return unchecked
+
+
 def _collect(step_metrics: list[tuple[int, dict[str, jax.Array]]], on_nonfinite: str
              ) -> dict[str, float]:
-  """Averages per-step metrics with `clu.metrics`; stops on a non-finite loss.
-
-  Args:
-    step_metrics: (step number, metrics of that step) since the last report.
-    on_nonfinite: "stop" raises `NonFiniteLossError` naming the first bad step
-      and loss; "skip" logs it (the step already left the state unchanged).
-  """
+  """Averages per-step metrics with `clu.metrics`, leaving out non-finite steps
+  (`_check_finite(on_nonfinite)`: "stop" raises at the first)."""
   host = [(n, jax.device_get(m)) for n, m in step_metrics]
   for n, m in host:
-    bad = sorted(k for k, v in m.items() if not np.isfinite(v))
-    if bad:
-      message = f"non-finite loss at step {n}: " + ", ".join(f"{k}={m[k]}" for k in bad)
-      if on_nonfinite == "stop":
-        raise NonFiniteLossError(message + " (set on_nonfinite='skip' to skip such steps)")
-      logging.warning("%s; update skipped", message)
+    _check_finite(n, m, on_nonfinite)
   finite = [m for _, m in host if all(np.isfinite(v) for v in m.values())]
   if not finite:
     return {}
@@ -121,11 +144,6 @@ def _evaluate(eval_step, state, args, eval_iterator, mesh, num_batches: int
   return _collect(per_batch, "skip")
 
 
-def _shard_weights(config: ml_collections.ConfigDict) -> bool:
-  """`config.mesh.shard_weights` (absent: False): see `train/sharding.py`."""
-  return bool(config.mesh.get("shard_weights", False))
-
-
 def _train_loop(config, workdir, state, train_step, eval_fn, data, checkpoint_metric,
                 after_step=None, on_eval=None):
   """The loop shared by both trainers.
@@ -137,13 +155,18 @@ def _train_loop(config, workdir, state, train_step, eval_fn, data, checkpoint_me
     checkpoint_metric: the eval metric (lower is better) that picks the best.
     after_step: optional `(state, step, batch, extra, reporter)` hook (images).
     on_eval: optional `(state, eval_metrics) -> state` (the sync schedule).
+
+  The run's first two steps are waited for and timed (`profiling.StepTimer`): the log
+  has both times and the train scalars get `compile_seconds` once. `profile_steps`
+  writes a trace to `<workdir>/profile` (`profiling.Profiler`).
   """
   workdir = pathlib.Path(workdir)
   checkpointer = Checkpointer(workdir / "checkpoints", config.keep_checkpoints,
                               checkpoint_metric)
-  reporter = components.Reporter(workdir / "tensorboard", config.num_train_steps)
+  reporter = reporting.Reporter(workdir / "tensorboard", config.num_train_steps)
+  profiler = profiling.Profiler(config.profile_steps, workdir / "profile")
   try:
-    shardings = sharding.state_sharding(data.mesh, state, _shard_weights(config))
+    shardings = sharding.state_sharding(data.mesh, state, config.mesh.shard_weights)
     split = [s for s in jax.tree.leaves(shardings) if sharding.MODEL_AXIS in s.spec]
     if split:
       logging.info("Train state: %d of %d arrays split over the %r mesh axis", len(split),
@@ -151,19 +174,28 @@ def _train_loop(config, workdir, state, train_step, eval_fn, data, checkpoint_me
     state = checkpointer.restore_latest(state, data.train_iterator, shardings)
     state = jax.device_put(state, shardings)
     first_step = int(state.step)
-    pending = []
+    timer = profiling.StepTimer(first_step + 1)
+    pending, unchecked = [], []
     for step in range(first_step + 1, config.num_train_steps + 1):
       batch = sharding.make_global_batch(data.mesh, next(data.train_iterator))
-      state, metrics, extra = train_step(state, batch)
+      last = step == config.num_train_steps
+      profiler.before(step)
+      timer.start(step)
+      state, metrics, extra = train_step(state, batch)  # Returns once compiled: async.
+      timer.stop(step, (state, metrics))  # Waits for the first two steps only.
+      reporter.advance(step)
       pending.append((step, metrics))
+      if config.on_nonfinite == "stop":
+        unchecked = _check_finished_steps(unchecked + [(step, metrics)])
       if after_step is not None:
         after_step(state, step, batch, extra, reporter)
-      last = step == config.num_train_steps
       if step % config.log_every_steps == 0 or last:
-        reporter.scalars(step, _collect(pending, config.on_nonfinite), "train")
+        reporter.scalars(step, {**_collect(pending, config.on_nonfinite),
+                                **timer.scalars(last)}, "train")
         pending = []
       eval_metrics = None
       if step % config.eval_every_steps == 0 or last:
+        reporter.phase("evaluating")
         eval_metrics = eval_fn(state)
         reporter.scalars(step, eval_metrics, "eval")
         if on_eval is not None:
@@ -172,37 +204,56 @@ def _train_loop(config, workdir, state, train_step, eval_fn, data, checkpoint_me
         checkpointer.save(step, state, data.train_iterator,
                           {checkpoint_metric: eval_metrics[checkpoint_metric]}
                           if eval_metrics else None)
+      profiler.after(step, (state, metrics), last)
   finally:
+    profiler.close()
     checkpointer.close()
     reporter.close()
     data.close()
   return state
 
 
+def _compiling_under(config: ml_collections.ConfigDict, workdir: str):
+  """Checks `config.profile_steps` (before anything is built); the context of the
+  persistent compilation cache `config.compilation_cache_dir` (`profiling`)."""
+  profiling.parse_profile_steps(config.profile_steps)
+  return profiling.persistent_compilation_cache(config.compilation_cache_dir, workdir)
+
+
 def train_syncnet(config: ml_collections.ConfigDict, workdir: str
                   ) -> state_lib.SyncNetTrainState:
-  """Trains the SyncNet expert per `configs/syncnet_lrs2.py`; returns the final state."""
+  """Trains the SyncNet expert per `configs/syncnet_lrs2.py`; returns the final state.
+
+  Compiles under `config.compilation_cache_dir`'s persistent cache (JAX's settings are
+  restored on return).
+  """
+  with _compiling_under(config, workdir):
+    return _train_syncnet(config, workdir)
+
+
+def _train_syncnet(config: ml_collections.ConfigDict, workdir: str
+                   ) -> state_lib.SyncNetTrainState:
   sharding.initialize_distributed(config.distributed)
   data = components.Data(config, kind="syncnet")
   syncnet = components.build_syncnet(config)
   tx = state_lib.make_optimizer(config.optimizer, config.num_train_steps)
   init_variables = (components.load_syncnet_variables(config.init_checkpoint, "init",
                                                       config.data.channel_order)
-                    if config.get("init_checkpoint") else None)
+                    if config.init_checkpoint else None)
   example = data.example_batch()
   state = state_lib.SyncNetTrainState(
       step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(config.seed),
       syncnet=state_lib.init_model_state(
           syncnet, tx, jax.random.key(config.seed), (example["mel"], example["faces"]),
           init_variables))
-  loss_config = config.get("loss") or {}
+  loss_config = config.loss
   train = sharding.jit_train_step(
-      steps.make_syncnet_train_step(syncnet, tx, loss_config.get("contrastive_weight", 0.0),
-                                    loss_config.get("temperature", 0.1),
-                                    loss_config.get("in_batch_negatives_weight", 0.0)),
-      data.mesh, state, shard_weights=_shard_weights(config))
+      steps.make_syncnet_train_step(syncnet, tx, loss_config.contrastive_weight,
+                                    loss_config.temperature,
+                                    loss_config.in_batch_negatives_weight),
+      data.mesh, state, shard_weights=config.mesh.shard_weights)
   evaluate = sharding.jit_eval_step(steps.make_syncnet_eval_step(syncnet), data.mesh, state,
-                                    shard_weights=_shard_weights(config))
+                                    shard_weights=config.mesh.shard_weights)
 
   def train_step(state, batch):
     state, metrics = train(state, batch)
@@ -217,7 +268,17 @@ def train_syncnet(config: ml_collections.ConfigDict, workdir: str
 
 def train_generator(config: ml_collections.ConfigDict, workdir: str
                     ) -> state_lib.GeneratorTrainState:
-  """Trains Wav2Lip / AttnWav2Lip per `configs/attn_wav2lip_lrs2.py`; returns the state."""
+  """Trains Wav2Lip / AttnWav2Lip per `configs/attn_wav2lip_lrs2.py`; returns the state.
+
+  Compiles under `config.compilation_cache_dir`'s persistent cache (JAX's settings are
+  restored on return).
+  """
+  with _compiling_under(config, workdir):
+    return _train_generator(config, workdir)
+
+
+def _train_generator(config: ml_collections.ConfigDict, workdir: str
+                     ) -> state_lib.GeneratorTrainState:
   sharding.initialize_distributed(config.distributed)
   loss_config = config.loss
   frozen = {"expert": components.init_expert(config, components.load_syncnet_variables(
@@ -231,14 +292,14 @@ def train_generator(config: ml_collections.ConfigDict, workdir: str
   expert = components.build_syncnet(config, dtype="float32")
   discriminator = (components.build_discriminator(config) if loss_config.adversarial_weight
                    else None)
-  mouth_weight = loss_config.get("mouth_weight", 1.0)
+  mouth_weight = loss_config.mouth_weight
   tx = state_lib.make_optimizer(config.optimizer, config.num_train_steps)
   disc_tx = state_lib.make_optimizer(config.disc_optimizer, config.num_train_steps)
   example = data.example_batch()
   frames = example["target"][:, 0]
   keys = jax.random.split(jax.random.key(config.seed), 2)
   init_variables = (components.load_generator_variables(config)
-                    if config.get("init_checkpoint") else None)
+                    if config.init_checkpoint else None)
   state = state_lib.GeneratorTrainState(
       step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(config.seed),
       generator=state_lib.init_model_state(
@@ -248,7 +309,7 @@ def train_generator(config: ml_collections.ConfigDict, workdir: str
                      if discriminator is not None else None),
       sync_weight=state_lib.initial_sync_weight(loss_config))
 
-  shard = _shard_weights(config)
+  shard = config.mesh.shard_weights
   gen_step = sharding.jit_train_step(
       steps.make_generator_train_step(generator, tx, expert, lpips_fn, discriminator,
                                       loss_config.lpips_weight,

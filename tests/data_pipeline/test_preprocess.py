@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pytest
 
-from data_pipeline import broken_inputs
+import broken_inputs
 from data_pipeline import manifest
 from data_pipeline import preprocess
-from data_pipeline import records
+from lipsync_jax import records
 from data_pipeline import synthetic
 from lipsync_jax import audio
 from lipsync_jax import faces

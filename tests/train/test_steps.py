@@ -9,6 +9,7 @@ from PIL import Image
 import pytest
 import torch
 
+from configs import base
 from lipsync_jax import losses
 from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
 from lipsync_jax.models.syncnet import SyncNet
@@ -30,7 +31,7 @@ def _schedule_state(weight: float) -> state_lib.GeneratorTrainState:
 
 
 def test_sync_weight_switches_on_below_threshold_and_stays_on():
-  config = ml_collections.ConfigDict({"sync_weight": 0.03, "sync_threshold": 0.75})
+  config = base.get_config().loss  # sync_weight 0.03, sync_threshold 0.75
   assert float(state_lib.update_sync_weight(_schedule_state(0.0), 0.8, config).sync_weight) == 0
   on = state_lib.update_sync_weight(_schedule_state(0.0), 0.7, config)
   np.testing.assert_allclose(on.sync_weight, 0.03)
@@ -38,7 +39,7 @@ def test_sync_weight_switches_on_below_threshold_and_stays_on():
 
 
 def test_sync_weight_starts_on_only_with_sync_from_start():
-  config = ml_collections.ConfigDict({"sync_weight": 0.03, "sync_threshold": 0.75})
+  config = base.get_config().loss  # sync_weight 0.03, sync_threshold 0.75
   assert float(state_lib.initial_sync_weight(config)) == 0
   config.sync_from_start = True
   np.testing.assert_allclose(state_lib.initial_sync_weight(config), 0.03)
@@ -47,7 +48,9 @@ def test_sync_weight_starts_on_only_with_sync_from_start():
 def test_optimizer_warmup_and_cosine_decay_scale_the_adam_step():
   """Adam's first step moves each weight by ~lr(0); later steps follow the schedule."""
   def update_sizes(config, num_train_steps=None):
-    tx = state_lib.make_optimizer(ml_collections.ConfigDict(config), num_train_steps)
+    optimizer = base.get_config().optimizer
+    optimizer.update(config)
+    tx = state_lib.make_optimizer(optimizer, num_train_steps)
     params = {"w": jnp.zeros(3)}
     opt_state, sizes = tx.init(params), []
     for _ in range(12):

@@ -1,6 +1,5 @@
 """End-to-end training on tiny configs: the loss falls; a SIGKILLed run resumes bit-exactly."""
 
-import importlib.util
 import logging
 import os
 import pathlib
@@ -16,8 +15,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from data_pipeline import records, synthetic
-from lipsync_jax import audio, faces
+from configs import demo_cpu
+from data_pipeline import synthetic
+from lipsync_jax import records
+from lipsync_jax import audio, checkpoints, faces
 from lipsync_jax.train import components, trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -61,7 +62,8 @@ def _params(workdir: pathlib.Path):
 
 
 def _command(dataset, workdir, **fields):
-  return [sys.executable, str(REPO / "tools" / "train.py"),
+  """The training tool, with its logs on stderr (`--verbosity=0`) for these tests to read."""
+  return [sys.executable, str(REPO / "tools" / "train.py"), "--verbosity=0",
           f"--config={REPO / 'configs' / 'demo_cpu.py'}:generator", f"--workdir={workdir}",
           *_overrides(dataset, **fields)]
 
@@ -99,10 +101,7 @@ def test_generator_resumes_bit_exactly_after_sigkill(dataset, tmp_path):
 
 
 def _demo_config(part: str):
-  spec = importlib.util.spec_from_file_location("demo_cpu", REPO / "configs" / "demo_cpu.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(part)
+  return demo_cpu.get_config(part)
 
 
 def test_generator_loss_falls(dataset, tmp_path, caplog):
@@ -145,7 +144,7 @@ def _two_process_syncnet_run(dataset, workdir, num_train_steps, env):
               "num_train_steps": num_train_steps, "checkpoint_every_steps": 2,
               "eval_every_steps": 1000, "log_every_steps": 1,
               "distributed.num_processes": 2, "distributed.coordinator_address": address}
-  base = [sys.executable, str(REPO / "tools" / "train_syncnet.py"),
+  base = [sys.executable, str(REPO / "tools" / "train_syncnet.py"), "--verbosity=0",
           f"--config={REPO / 'configs' / 'demo_cpu.py'}:syncnet", f"--workdir={workdir}",
           *[f"--config.{k}={v}" for k, v in settings.items()]]
   processes = [subprocess.Popen(base + [f"--config.distributed.process_id={pid}"], env=env,
@@ -169,7 +168,7 @@ def test_two_process_syncnet_training_resumes_exactly(dataset, tmp_path):
   assert all("at step 2" in log for log in resumed)
 
   # Read in this single process, as a notebook would read a pod's checkpoint.
-  params = lambda workdir: components.load_variables(
+  params = lambda workdir: checkpoints.load_variables(
       str(workdir / "checkpoints" / "4"), "syncnet", "syncnet")["params"]
   jax.tree.map(np.testing.assert_array_equal, params(tmp_path / "straight"),
                params(tmp_path / "resumed"))
@@ -193,12 +192,37 @@ def test_generator_with_weights_split_over_the_model_axis_resumes_exactly(datase
   assert split and int(split.group(1)) > 0
   run(tmp_path / "resumed", 2)
   assert "at step 2" in run(tmp_path / "resumed", 4).stderr
-  params = lambda workdir: components.load_variables(
+  params = lambda workdir: checkpoints.load_variables(
       str(workdir / "checkpoints" / "4"), "wav2lip", "generator")["params"]
   straight, resumed = params(tmp_path / "straight"), params(tmp_path / "resumed")
   jax.tree.map(np.testing.assert_array_equal, straight, resumed)
   # The steps trained (the weights moved between steps 2 and 4).
-  initial = components.load_variables(str(tmp_path / "resumed" / "checkpoints" / "2"),
+  initial = checkpoints.load_variables(str(tmp_path / "resumed" / "checkpoints" / "2"),
                                       "wav2lip", "generator")["params"]
   assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(initial),
                                              jax.tree.leaves(straight)))
+
+
+def test_training_console_is_quiet_and_the_log_file_has_the_logs(dataset, tmp_path):
+  """A tiny SyncNet run: the console has the progress bar and the result, no log lines
+  (library INFO included); <workdir>/logs/train_syncnet.log has them."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+  settings = {"data.train_path": dataset / "train", "data.eval_path": dataset / "eval",
+              "batch_size": 2, "eval_batch_size": 2, "num_eval_batches": 1,
+              "num_train_steps": 2, "log_every_steps": 1}
+  result = subprocess.run(
+      [sys.executable, str(REPO / "tools" / "train_syncnet.py"),
+       f"--config={REPO / 'configs' / 'demo_cpu.py'}:syncnet", f"--workdir={tmp_path}",
+       *[f"--config.{k}={v}" for k, v in settings.items()]],
+      env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  console = [line.strip() for line in (result.stdout + result.stderr).replace("\r", "\n")
+             .splitlines() if line.strip()]
+  assert not [line for line in console if re.match(r"[IWEF]\d{4} ", line)
+              or re.match(r"(INFO|DEBUG)\b", line)], console
+  assert any(line.startswith("compiling") for line in console), console
+  assert any(line.startswith("train: 100%") and "2/2" in line for line in console), console
+  assert result.stdout.startswith("trained to step 2: ")
+  log = (tmp_path / "logs" / "train_syncnet.log").read_text()
+  assert re.search(r"\[train\] step 2: .*loss=", log) and "[eval] step 2:" in log
+  assert "Saving checkpoint at step 2" in log  # orbax's INFO: in the file only.
