@@ -1,31 +1,13 @@
 """The training loop stops at the first non-finite step, not at the next log step."""
 
-import flax
-import grain
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import base
-from lipsync_jax.train import sharding, trainer
+from lipsync_jax.train import trainer
 
-
-@flax.struct.dataclass
-class _State:
-  step: jnp.ndarray
-  w: jnp.ndarray
-
-
-class _Data:
-  """What `_train_loop` reads of `components.Data`: a mesh and a train iterator."""
-
-  def __init__(self):
-    self.mesh = sharding.make_mesh()
-    self.train_iterator = iter(grain.MapDataset.range(100).map(
-        lambda i: {"x": np.full((1, 2), i, np.float32)}).to_iter_dataset())
-
-  def close(self):
-    pass
+import fake_loop
 
 
 @pytest.mark.parametrize("bad_step", [1, 3, 7])
@@ -42,9 +24,10 @@ def test_stops_at_the_first_nonfinite_step_naming_it(tmp_path, bad_step):
     loss = jnp.float32(np.nan if step == bad_step else 1.0)
     return state.replace(step=state.step + 1), {"loss": loss, "l1": jnp.float32(0.5)}, None
 
-  state = _State(step=jnp.zeros((), jnp.int32), w=jnp.zeros(3))
+  state = fake_loop.fake_state()
   with pytest.raises(trainer.NonFiniteLossError, match=rf"step {bad_step}: loss=nan"):
-    trainer._train_loop(config, tmp_path, state, train_step, lambda s: {}, _Data(), "loss")  # pylint: disable=protected-access
+    trainer._train_loop(config, tmp_path, state, train_step, lambda s: {},  # pylint: disable=protected-access
+                        fake_loop.FakeData(), "loss")
   # A step's metrics are read once computed (the host waits only when 2 steps are
   # unchecked): the loop stops within 3 steps of the bad one, not at the next log step
   # 1000 steps later.
@@ -81,6 +64,7 @@ def test_skip_keeps_training_past_a_nonfinite_step(tmp_path):
     del state
     return {"loss": 0.0}
 
-  state = _State(step=jnp.zeros((), jnp.int32), w=jnp.zeros(3))
-  final = trainer._train_loop(config, tmp_path, state, train_step, eval_fn, _Data(), "loss")  # pylint: disable=protected-access
+  state = fake_loop.fake_state()
+  final = trainer._train_loop(config, tmp_path, state, train_step, eval_fn,  # pylint: disable=protected-access
+                              fake_loop.FakeData(), "loss")
   assert seen == [1, 2, 3, 4, 5, 6] and int(final.step) == 6

@@ -7,17 +7,16 @@ import re
 import time
 
 from absl import flags
-import flax
-import grain
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ml_collections import config_flags
 import pytest
 
 from configs import base
 from lipsync_jax.errors import ConfigError
-from lipsync_jax.train import profiling, sharding, trainer
+from lipsync_jax.train import profiling, trainer
+
+import fake_loop
 
 _SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
              "jax_persistent_cache_min_entry_size_bytes")
@@ -123,24 +122,6 @@ def test_the_trainer_refuses_bad_profile_steps_before_building_anything(tmp_path
     trainer.train_syncnet(config, str(tmp_path))
 
 
-@flax.struct.dataclass
-class _State:
-  step: jnp.ndarray
-  w: jnp.ndarray
-
-
-class _Data:
-  """What `_train_loop` reads of `components.Data`: a mesh and a train iterator."""
-
-  def __init__(self):
-    self.mesh = sharding.make_mesh()
-    self.train_iterator = iter(grain.MapDataset.range(100).map(
-        lambda i: {"x": np.full((1, 2), i, np.float32)}).to_iter_dataset())
-
-  def close(self):
-    pass
-
-
 def _config(num_train_steps, **fields):
   config = base.get_config()
   config.num_train_steps = num_train_steps
@@ -170,9 +151,9 @@ def _run(tmp_path, config, events=None, first_call_seconds=0.0, start_step=0):
     w, loss = _update(state.w)
     return state.replace(step=state.step + 1, w=w), {"loss": loss}, None
 
-  state = _State(step=jnp.asarray(start_step, jnp.int32), w=jnp.ones(3))
+  state = fake_loop.FakeState(step=jnp.asarray(start_step, jnp.int32), w=jnp.ones(3))
   train_loop = trainer._train_loop  # pylint: disable=protected-access
-  return train_loop(config, tmp_path, state, train_step, lambda s: {"loss": 0.0}, _Data(),
+  return train_loop(config, tmp_path, state, train_step, lambda s: {"loss": 0.0}, fake_loop.FakeData(),
                     "loss")
 
 
