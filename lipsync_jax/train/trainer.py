@@ -16,8 +16,10 @@ restarted run loads them instead of compiling them again. Models, frozen network
 and data are built by `train/components.py`; reports go through `train/reporting.py`.
 """
 
+import functools
 import logging
 import pathlib
+from typing import Callable
 
 import grain
 import jax
@@ -213,26 +215,24 @@ def _train_loop(config, workdir, state, train_step, eval_fn, data, checkpoint_me
   return state
 
 
-def _compiling_under(config: ml_collections.ConfigDict, workdir: str):
-  """Checks `config.profile_steps` (before anything is built); the context of the
-  persistent compilation cache `config.compilation_cache_dir` (`profiling`)."""
-  profiling.parse_profile_steps(config.profile_steps)
-  return profiling.persistent_compilation_cache(config.compilation_cache_dir, workdir)
+def _compiling_under_cache(train: Callable) -> Callable:
+  """`train(config, workdir)` that first checks `config.profile_steps` (before anything
+  is built), then compiles under the persistent cache `config.compilation_cache_dir`
+  (`profiling`; JAX's settings are restored on return)."""
+
+  @functools.wraps(train)
+  def wrapped(config: ml_collections.ConfigDict, workdir: str):
+    profiling.parse_profile_steps(config.profile_steps)
+    with profiling.persistent_compilation_cache(config.compilation_cache_dir, workdir):
+      return train(config, workdir)
+
+  return wrapped
 
 
+@_compiling_under_cache
 def train_syncnet(config: ml_collections.ConfigDict, workdir: str
                   ) -> state_lib.SyncNetTrainState:
-  """Trains the SyncNet expert per `configs/syncnet_lrs2.py`; returns the final state.
-
-  Compiles under `config.compilation_cache_dir`'s persistent cache (JAX's settings are
-  restored on return).
-  """
-  with _compiling_under(config, workdir):
-    return _train_syncnet(config, workdir)
-
-
-def _train_syncnet(config: ml_collections.ConfigDict, workdir: str
-                   ) -> state_lib.SyncNetTrainState:
+  """Trains the SyncNet expert per `configs/syncnet_lrs2.py`; returns the final state."""
   sharding.initialize_distributed(config.distributed)
   data = components.Data(config, kind="syncnet")
   syncnet = components.build_syncnet(config)
@@ -266,19 +266,10 @@ def _train_syncnet(config: ml_collections.ConfigDict, workdir: str
   return _train_loop(config, workdir, state, train_step, eval_fn, data, "loss")
 
 
+@_compiling_under_cache
 def train_generator(config: ml_collections.ConfigDict, workdir: str
                     ) -> state_lib.GeneratorTrainState:
-  """Trains Wav2Lip / AttnWav2Lip per `configs/attn_wav2lip_lrs2.py`; returns the state.
-
-  Compiles under `config.compilation_cache_dir`'s persistent cache (JAX's settings are
-  restored on return).
-  """
-  with _compiling_under(config, workdir):
-    return _train_generator(config, workdir)
-
-
-def _train_generator(config: ml_collections.ConfigDict, workdir: str
-                     ) -> state_lib.GeneratorTrainState:
+  """Trains Wav2Lip / AttnWav2Lip per `configs/attn_wav2lip_lrs2.py`; returns the state."""
   sharding.initialize_distributed(config.distributed)
   loss_config = config.loss
   frozen = {"expert": components.init_expert(config, components.load_syncnet_variables(
