@@ -1,43 +1,35 @@
-r"""Generator training step on one GPU: step time, frames/s and FLOP/s against the peak.
+r"""Training steps on one GPU: compile time, step time, frames/s and FLOP/s against the peak.
 
-  python benchmarks/gpu_train_step.py            # batch 16 and 64, float32 and bfloat16
-  python benchmarks/gpu_train_step.py --tiny     # CPU smoke run: batch 1, one step
+  python benchmarks/gpu_train_step.py                    # the rows below, smallest first
+  python benchmarks/gpu_train_step.py --autotune_levels=1,4,0 --rows=attn_wav2lip,bfloat16,16
+  python benchmarks/gpu_train_step.py --tiny             # CPU smoke run: batch 1, one step
 
-For AttnWav2Lip (configs/attn_wav2lip_lrs2.py: L1 + sync + LPIPS) and Wav2Lip
-(configs/wav2lip_lrs2.py: L1 + sync + adversarial, then the discriminator
-step), built by `benchmarks/train_step_setup.py` exactly as the trainer builds
-them (random weights, T = 5 frames per sample, 96x96), prints per row: compile
-time, ms per step (mean of `--iters` steps after `--warmup` ones, dispatched
-back to back as in training, synchronised at the end), frames/s, FLOPs per step
-and achieved TFLOP/s against the device's peak.
+Rows (`--rows`, each "model,dtype,batch", in this order; a sample is T = 5 frames of
+96 x 96): the SyncNet expert's step (configs/syncnet_lrs2.py) at batch 64, then
+AttnWav2Lip (configs/attn_wav2lip_lrs2.py: L1 + sync + LPIPS) bfloat16 and float32
+at batch 16, Wav2Lip (configs/wav2lip_lrs2.py: L1 + sync + adversarial, then the
+discriminator's step) bfloat16 at 16, and AttnWav2Lip bfloat16 and float32 at 64.
+Each step is built by `benchmarks/train_step_setup.py` exactly as the trainer builds it
+(random weights, batches as the input pipeline sends them: uint8 images), compiled with
+the trainer's XLA options (`--autotune_levels`: `config.gpu_autotune_level`, one row per
+level given) under the persistent compilation cache (`--cache_dir`; a second run of
+the same rows shows what a restart costs). Per row: compile s, ms per step (mean of
+`--iters` steps after `--warmup`, dispatched back to back as in training), frames/s,
+GFLOP per step, achieved TFLOP/s, % of the device's peak, peak memory. Each row runs
+in its own subprocess, is printed as soon as it ends, and one that fails or runs out
+of time (`--timeout`) fails alone.
 
-FLOPs per step: XLA's cost analysis (2 per multiply-add) of the compiled
-generator step plus the discriminator step, `jit(...).lower(...).compile()
-.cost_analysis()`; the count of the unoptimised HLO (`lower(...).cost_analysis()`)
-is shown beside it as a check. They differ a little: XLA:GPU counts cuDNN
-convolutions and cuBLAS matmuls like the HLO ones but elementwise ops by cycle
-estimates (3 or more per element), and the optimised program may recompute.
+FLOPs per step: XLA's cost analysis (2 per multiply-add) of the compiled program(s);
+the count of the unoptimised HLO is shown beside it as a check. Peak: `PEAK_TFLOPS` by
+`jax.devices()[0].device_kind`, dense tensor-core numbers from NVIDIA's datasheets;
+bfloat16 rows use the BF16 peak, float32 rows the TF32 peak (XLA's default precision
+runs float32 convolutions on TF32 tensor cores); `--peak_tflops` overrides it.
+Peak memory: `memory_stats()["peak_bytes_in_use"]` (maxrss on CPU).
 
-Peak: `PEAK_TFLOPS` by `jax.devices()[0].device_kind`, dense (no 2:4 sparsity)
-tensor-core numbers from NVIDIA's datasheets; bfloat16 rows use the BF16 peak,
-float32 rows the TF32 peak (XLA's default precision lets cuDNN / cuBLAS run
-float32 convolutions and matmuls on TF32 tensor cores on Ampere and later; with
-`JAX_DEFAULT_MATMUL_PRECISION=highest` compare with the FP32 column instead).
-`--peak_tflops` overrides the peak for every row (e.g. for an unlisted device).
-Each row runs in its own subprocess, so one that runs out of memory fails alone
-and peak memory (`memory_stats()["peak_bytes_in_use"]`, or the process's maxrss
-on CPU) is per row.
-
-On CPU the script runs too (`--tiny`), but the numbers say nothing about a GPU;
-no peak is known for a CPU, so "% peak" needs `--peak_tflops` there.
-
-Compilation is the long part on a GPU. On one H200 (jax 0.11.2, CUDA 13,
-2026-11-27) no row was timed: the first three AttnWav2Lip rows together ran
-330 s without the (then end-of-run) table being printed; Wav2Lip rows did not
-finish in 95 s each; AttnWav2Lip bfloat16 batch 64 had not finished in 185 s,
-its last log line a warning from XLA's GPU kernel timer (cuda_timer.cc), which
-the autotuner uses. Rows are now printed as they finish, so a run cut short
-keeps what it measured: time one row per call with `--timeout` of 400 s or more.
+History: on one H200 (jax 0.11.2, 2026-11-27) the earlier version of this script
+(biggest rows first, XLA's default autotuning level 4, no cache) timed no row: three
+AttnWav2Lip rows ran 330 s without finishing; the last log line was from XLA's GPU
+kernel timer, which the autotuner uses (docs/benchmarks.md).
 """
 
 import math
@@ -52,15 +44,22 @@ from absl import flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import train_bench_util  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_MODELS = flags.DEFINE_list("models", ["attn_wav2lip", "wav2lip"], "Recipes to time.")
-_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes.")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16", "64"], "Samples per step (T = 5 frames).")
+DEFAULT_ROWS = ("syncnet,float32,64", "attn_wav2lip,bfloat16,16", "attn_wav2lip,float32,16",
+                "wav2lip,bfloat16,16", "attn_wav2lip,bfloat16,64", "attn_wav2lip,float32,64")
+_ROWS = flags.DEFINE_multi_string("rows", list(DEFAULT_ROWS),
+                                  "Rows 'model,dtype,batch' (model: syncnet, attn_wav2lip, "
+                                  "wav2lip), in the order given.")
+_AUTOTUNE_LEVELS = flags.DEFINE_list("autotune_levels", ["1"],
+                                     "xla_gpu_autotune_level(s) (-1: XLA's default); "
+                                     "every row is run at each.")
+_CACHE_DIR = flags.DEFINE_string("cache_dir", "~/.cache/lipsync_jax/jax",
+                                 "Persistent compilation cache ('' off).")
 _ITERS = flags.DEFINE_integer("iters", 10, "Timed steps per row.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s to compare with (all rows).")
 _TINY = flags.DEFINE_bool("tiny", False, "Smoke run: batch 1, 1 warm-up + 1 timed step.")
 _TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds allowed per row's subprocess.")
-_WORKER = flags.DEFINE_string("worker", "", "Internal: 'model,dtype,batch' of one row.")
+_WORKER = flags.DEFINE_string("worker", "", "Internal: 'model,dtype,batch,level' of one row.")
 
 # Dense peak TFLOP/s (fp32 = CUDA cores, tf32 / bf16 = tensor cores without sparsity), from
 # NVIDIA's product datasheets (sparsity figures halved). The first pattern found (re.search)
@@ -95,14 +94,21 @@ def device_peak(device_kind: str, dtype: str) -> tuple[float | None, str]:
   return None, f"no peak known for {device_kind!r}: pass --peak_tflops"
 
 
-def _worker(spec: str, iters: int, warmup: int) -> dict:
+def _worker(spec: str, iters: int, warmup: int, cache_dir: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import train_step_setup  # pylint: disable=g-import-not-at-top
-  model, dtype, batch = spec.split(",")
-  started = time.perf_counter()
-  train_step = train_step_setup.build_train_step(model, dtype, int(batch))
-  print(f"built in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-  compiled = train_step.compile()
+  from lipsync_jax.train import profiling  # pylint: disable=g-import-not-at-top
+  model, dtype, batch, level = spec.split(",")
+  with profiling.persistent_compilation_cache(cache_dir, "."):
+    started = time.perf_counter()
+    if model == "syncnet":
+      train_step = train_step_setup.build_syncnet_step(dtype, int(batch),
+                                                       gpu_autotune_level=int(level))
+    else:
+      train_step = train_step_setup.build_train_step(model, dtype, int(batch),
+                                                     gpu_autotune_level=int(level))
+    print(f"built in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    compiled = train_step.compile()
   print(f"compiled in {compiled['compile_s']:.0f} s", file=sys.stderr, flush=True)
   state = train_step.state
   for _ in range(warmup):
@@ -125,48 +131,55 @@ def _worker(spec: str, iters: int, warmup: int) -> dict:
 
 def main(argv):
   del argv
-  batch_sizes = ["1"] if _TINY.value else _BATCH_SIZES.value
   iters, warmup = (1, 1) if _TINY.value else (_ITERS.value, _WARMUP.value)
   if _WORKER.value:
-    train_bench_util.print_result(_worker(_WORKER.value, iters, warmup))
+    train_bench_util.print_result(_worker(_WORKER.value, iters, warmup, _CACHE_DIR.value))
     return
-  for model in _MODELS.value:
-    if model not in train_bench_util.MODELS:
-      sys.exit(f"benchmarks/gpu_train_step.py: unknown model {model!r} "
-               f"(choose from {sorted(train_bench_util.MODELS)})")
-  header = (f"{'generator':<12} {'losses':<24} {'compute':<9} {'batch':>5} {'frames':>6} "
-            f"{'compile s':>9} {'ms/step':>9} {'frames/s':>9} {'GFLOP/step':>10} "
+  rows = []
+  for row in _ROWS.value:
+    model, dtype, batch = (row.split(",") + ["", ""])[:3]
+    if model not in NAMES or dtype not in ("float32", "bfloat16") or not batch.isdigit():
+      sys.exit(f"benchmarks/gpu_train_step.py: bad --rows {row!r} (model,dtype,batch with "
+               f"model in {sorted(NAMES)}, dtype float32 or bfloat16)")
+    rows.append((model, dtype, "1" if _TINY.value else batch))
+  header = (f"{'step':<12} {'losses':<24} {'compute':<9} {'batch':>5} {'tune':>4} "
+            f"{'frames':>6} {'compile s':>9} {'ms/step':>9} {'frames/s':>9} {'GFLOP/step':>10} "
             f"{'(HLO)':>9} {'TFLOP/s':>8} {'peak':>7} {'% peak':>7} {'memory':>13}")
-  print(f"Generator training step, 96x96, T=5 frames per sample, mean of {iters} steps after "
-        f"{warmup} warm-up step(s); each row is printed when its subprocess ends")
+  print(f"Training steps, 96x96, T=5 frames per sample, mean of {iters} steps after "
+        f"{warmup} warm-up step(s); each row is printed when its subprocess ends", flush=True)
   print(header)
   print("-" * len(header), flush=True)
   done, peak_notes = [], set()
-  for model in _MODELS.value:
-    for dtype in _DTYPES.value:
-      for batch in batch_sizes:
-        print(f"running {model} {dtype} batch {batch} ...", file=sys.stderr, flush=True)
-        args = [f"--iters={iters}", f"--warmup={warmup}"]
-        row = train_bench_util.run_worker(__file__, f"{model},{dtype},{batch}", args,
-                                          _TIMEOUT.value)
-        print(_format_row(model, dtype, int(batch), row, peak_notes), flush=True)
-        if "error" not in row:
-          done.append(row)
+  for model, dtype, batch in rows:
+    for level in _AUTOTUNE_LEVELS.value:
+      print(f"running {model} {dtype} batch {batch} autotune {level} ...", file=sys.stderr,
+            flush=True)
+      args = [f"--iters={iters}", f"--warmup={warmup}", f"--cache_dir={_CACHE_DIR.value}"]
+      row = train_bench_util.run_worker(__file__, f"{model},{dtype},{batch},{level}", args,
+                                        _TIMEOUT.value)
+      print(_format_row(model, dtype, int(batch), level, row, peak_notes), flush=True)
+      if "error" not in row:
+        done.append(row)
   if done:
     print(f"device: {done[0]['device']} ({done[0]['version']})")
     if done[0]["platform"] == "cpu":
       print("NOTE: running on CPU (smoke run); these numbers say nothing about a GPU.")
   print("GFLOP/step: XLA cost analysis of the compiled step(s), generator + discriminator "
-        "(HLO: of the unoptimised program). TFLOP/s = GFLOP/step / step time.")
+        "(HLO: of the unoptimised program). TFLOP/s = GFLOP/step / step time. "
+        "tune: xla_gpu_autotune_level (-1: XLA's default).")
   for note in sorted(peak_notes):
     print(f"peak TFLOP/s for {note}")
 
 
-def _format_row(model: str, dtype: str, batch: int, row: dict, peak_notes: set[str]) -> str:
+NAMES = {**train_bench_util.NAMES, "syncnet": "SyncNet"}
+
+
+def _format_row(model: str, dtype: str, batch: int, level: str, row: dict,
+                peak_notes: set[str]) -> str:
   """One table line for a worker's result (or its error); adds the peak's source to the notes."""
-  name = train_bench_util.NAMES[model]
+  name = NAMES[model]
   if "error" in row:
-    return f"{name:<12} {'':<24} {dtype:<9} {batch:>5} FAILED: {row['error']}"
+    return f"{name:<12} {'':<24} {dtype:<9} {batch:>5} {level:>4} FAILED: {row['error']}"
   if _PEAK_TFLOPS.value:
     peak, note = _PEAK_TFLOPS.value, "--peak_tflops"
   else:
@@ -175,7 +188,7 @@ def _format_row(model: str, dtype: str, batch: int, row: dict, peak_notes: set[s
   flops = row["flops"] if math.isfinite(row["flops"]) and row["flops"] > 0 else row["flops_hlo"]
   achieved = flops / row["seconds"] / 1e12
   percent = f"{100 * achieved / peak:.1f}" if peak else "n/a"
-  return (f"{name:<12} {row['recipe']:<24} {dtype:<9} {batch:>5} {row['frames']:>6} "
+  return (f"{name:<12} {row['recipe']:<24} {dtype:<9} {batch:>5} {level:>4} {row['frames']:>6} "
           f"{row['compile_s']:>9.1f} {1000 * row['seconds']:>9.1f} "
           f"{row['frames'] / row['seconds']:>9.1f} {flops / 1e9:>10.1f} "
           f"{row['flops_hlo'] / 1e9:>9.1f} {achieved:>8.2f} "

@@ -25,11 +25,15 @@ NAMES = {"attn_wav2lip": "AttnWav2Lip", "wav2lip": "Wav2Lip"}
 _PREFIX = "RESULT "
 
 
+SYNCNET_CONFIG = "configs/syncnet_lrs2.py"
+
+
 def load_config(model: str) -> ml_collections.ConfigDict:
-  """`get_config()` of `model`'s LRS2 config file (a key of `MODELS`)."""
-  if model not in MODELS:
+  """`get_config()` of `model`'s LRS2 config file (a key of `MODELS`, or "syncnet")."""
+  if model not in MODELS and model != "syncnet":
     raise ValueError(f"model must be one of {sorted(MODELS)}, got {model!r}")
-  spec = importlib.util.spec_from_file_location("benchmark_config", REPO_ROOT / MODELS[model])
+  path = SYNCNET_CONFIG if model == "syncnet" else MODELS[model]
+  spec = importlib.util.spec_from_file_location("benchmark_config", REPO_ROOT / path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()

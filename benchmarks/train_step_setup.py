@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lipsync_jax.train import components, sharding, steps
+from lipsync_jax.train import components, profiling, sharding, steps
 from lipsync_jax.train import state as state_lib
 from lipsync_jax.types import PyTree
 
@@ -44,13 +44,14 @@ def load_config(model: str, dtype: str, batch_size: int) -> ml_collections.Confi
 
 
 def random_batch(batch_size: int, img_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """A generator batch of uniform images / normal mels, float32 (see `train/steps.py`)."""
+  """A generator batch as the input pipeline sends it (see `train/steps.py`): uniform
+  uint8 images, normal float32 mels."""
   rng = np.random.default_rng(seed)
   b, t, s = batch_size, WINDOW_FRAMES, img_size
-  return {"inputs": rng.random((b, t, s, s, 6), np.float32),
+  return {"target": rng.integers(0, 256, (b, t, s, s, 3), np.uint8),
+          "reference": rng.integers(0, 256, (b, t, s, s, 3), np.uint8),
           "mel_chunks": rng.normal(size=(b, t, 80, 16, 1)).astype(np.float32),
-          "sync_mel": rng.normal(size=(b, 80, 16, 1)).astype(np.float32),
-          "target": rng.random((b, t, s, s, 3), np.float32)}
+          "sync_mel": rng.normal(size=(b, 80, 16, 1)).astype(np.float32)}
 
 
 @dataclasses.dataclass
@@ -113,9 +114,12 @@ def _flops(analysis) -> float:
   return float(analysis["flops"])
 
 
-def build_train_step(model: str, dtype: str, batch_size: int, seed: int = 0) -> TrainStep:
-  """The project's generator train step for `model`'s LRS2 recipe at `dtype` compute."""
+def build_train_step(model: str, dtype: str, batch_size: int, seed: int = 0,
+                     gpu_autotune_level: int = -1) -> TrainStep:
+  """The project's generator train step for `model`'s LRS2 recipe at `dtype` compute
+  (`gpu_autotune_level`: `config.gpu_autotune_level`; -1: XLA's default)."""
   config = load_config(model, dtype, batch_size)
+  options = profiling.compiler_options(gpu_autotune_level)
   mesh = sharding.make_mesh(devices=jax.devices()[:1])
   loss_config = config.loss
   frozen = {"expert": components.init_expert(config, None)}
@@ -131,25 +135,75 @@ def build_train_step(model: str, dtype: str, batch_size: int, seed: int = 0) -> 
   disc_tx = state_lib.make_optimizer(config.disc_optimizer, config.num_train_steps)
   host_batch = random_batch(batch_size, config.img_size, seed)
   keys = jax.random.split(jax.random.key(seed), 2)
+  faces = np.zeros((1, config.img_size, config.img_size, 6), np.float32)  # for init shapes
   state = state_lib.GeneratorTrainState(
       step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(seed),
       generator=state_lib.init_model_state(
           generator, tx, keys[0],
-          (host_batch["mel_chunks"][:1, 0], host_batch["inputs"][:1, 0])),
+          (host_batch["mel_chunks"][:1, 0], faces)),
       discriminator=(state_lib.init_model_state(discriminator, disc_tx, keys[1],
-                                                (host_batch["target"][:1, 0],))
+                                                (faces[..., :3],))
                      if discriminator is not None else None),
       sync_weight=jnp.asarray(loss_config.sync_weight, jnp.float32))
   state = sharding.put_replicated(mesh, state)
   generator_step = sharding.jit_train_step(
       steps.make_generator_train_step(generator, tx, expert, lpips_fn, discriminator,
                                       loss_config.lpips_weight, loss_config.adversarial_weight),
-      mesh, state, num_replicated_args=1, num_outputs=3, batch_outputs=(2,))
+      mesh, state, num_replicated_args=1, num_outputs=3, batch_outputs=(2,),
+      compiler_options=options)
   discriminator_step = (sharding.jit_train_step(
       steps.make_discriminator_train_step(discriminator, disc_tx), mesh, state,
-      num_batch_args=2) if discriminator is not None else None)
+      num_batch_args=2, compiler_options=options) if discriminator is not None else None)
   return TrainStep(generator_step=generator_step, discriminator_step=discriminator_step,
                    state=state, frozen=frozen,
                    batch=sharding.make_global_batch(mesh, host_batch),
                    frames_per_step=batch_size * WINDOW_FRAMES,
                    recipe=train_bench_util.recipe_name(config))
+
+
+@dataclasses.dataclass
+class SyncNetStep:
+  """The SyncNet expert's training step (configs/syncnet_lrs2.py), as `TrainStep`."""
+  step: Callable
+  state: PyTree
+  batch: dict[str, jax.Array]
+  frames_per_step: int
+  recipe: str = "SyncNet BCE"
+
+  def compile(self) -> dict[str, float]:
+    started = time.perf_counter()
+    lowered = self.step.lower(self.state, self.batch)
+    self.step = lowered.compile()
+    return {"compile_s": time.perf_counter() - started,
+            "flops": _flops(self.step.cost_analysis()), "flops_hlo": _flops(lowered.cost_analysis())}
+
+  def run(self, state: PyTree) -> tuple[PyTree, jax.Array]:
+    state, metrics = self.step(state, self.batch)
+    return state, metrics["loss"]
+
+
+def build_syncnet_step(dtype: str, batch_size: int, seed: int = 0,
+                       gpu_autotune_level: int = -1) -> SyncNetStep:
+  """The project's SyncNet train step at `dtype` compute, on a batch as the pipeline sends
+  it (uint8 lower halves of T frames, float32 mel)."""
+  config = train_bench_util.load_config("syncnet")
+  config.dtype, config.batch_size = dtype, batch_size
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
+  syncnet = components.build_syncnet(config)
+  tx = state_lib.make_optimizer(config.optimizer, config.num_train_steps)
+  rng = np.random.default_rng(seed)
+  s, t = config.img_size, WINDOW_FRAMES
+  host_batch = {"mel": rng.normal(size=(batch_size, 80, 16, 1)).astype(np.float32),
+                "lower_halves": rng.integers(0, 256, (batch_size, t, s // 2, s, 3), np.uint8),
+                "label": (np.arange(batch_size) % 2).astype(np.float32)}
+  state = state_lib.SyncNetTrainState(
+      step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(seed),
+      syncnet=state_lib.init_model_state(
+          syncnet, tx, jax.random.key(seed),
+          (host_batch["mel"][:1], np.zeros((1, s // 2, s, 3 * t), np.float32))))
+  state = sharding.put_replicated(mesh, state)
+  step = sharding.jit_train_step(
+      steps.make_syncnet_train_step(syncnet, tx), mesh, state,
+      compiler_options=profiling.compiler_options(gpu_autotune_level))
+  return SyncNetStep(step=step, state=state, batch=sharding.make_global_batch(mesh, host_batch),
+                     frames_per_step=batch_size * t)

@@ -72,6 +72,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Persistent compilation cache, shared by runs; a relative path is under the workdir; "": off
   config.compilation_cache_dir = "~/.cache/lipsync_jax/jax"
   config.profile_steps = ""  # "A-B": jax.profiler trace of steps A..B in <workdir>/profile
+  # GPU only: XLA's conv/GEMM autotuner level, 0 off .. 4 with correctness checks (XLA's
+  # default); 1 times every candidate without the checks (docs/benchmarks.md); -1: XLA's
+  config.gpu_autotune_level = 1
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.model_axis_size = 1  # devices on the "model" axis; the rest is "data"

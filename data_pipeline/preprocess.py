@@ -290,7 +290,7 @@ def prepare_output(tasks: list[VideoTask], output_dir: pathlib.Path
 def run_local(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
               config: PreprocessConfig = PreprocessConfig(),
               num_workers: int = 1, records_per_shard: int = 128,
-              formats: Sequence[str] = ("array_record",),
+              formats: Sequence[str] = ("array_record", "frame_store"),
               progress: bool = True) -> manifest.JobSummary:
   """Preprocesses every unfinished input of `input_dir` into `output_dir`.
 
@@ -300,7 +300,9 @@ def run_local(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     config: per-video settings.
     num_workers: spawned worker processes (0: run in this process).
     records_per_shard: records per shard file.
-    formats: "array_record" and/or "tfrecord".
+    formats: some of `records.SHARD_FORMATS`; with "frame_store" each split directory
+      gets the training layout of `lipsync_jax.frame_store` and its index (record shards
+      of earlier runs without one are converted).
     progress: show a tqdm progress bar.
 
   Returns:
@@ -338,6 +340,12 @@ def run_local(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     finally:
       for shards in shards_by_split.values():
         summary.shards += shards.finish()
+    if "frame_store" in formats:
+      for split in sorted({t.split for t in tasks}):
+        directory = manifest.split_dir(output_dir, split)
+        if any(directory.glob(f"*{records.ARRAY_RECORD_SUFFIX}")) or any(
+            directory.glob("*.clips.npy")):
+          records.write_frame_store(directory)
     summary.report_path = manifest.write_report(
         output_dir, manifest.load_manifest(output_dir))
   summary.seconds = time.perf_counter() - start

@@ -35,6 +35,7 @@ from array_record.beam import arrayrecordio
 
 from data_pipeline import manifest
 from data_pipeline import preprocess
+from lipsync_jax import records
 
 BEAM_PREFIX = "beam"
 
@@ -149,6 +150,9 @@ def run_beam(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     for split in splits:
       summary.shards += sorted(manifest.split_dir(output_dir, split).glob(
           f"{BEAM_PREFIX}-{run}-*"))
+    if "frame_store" in formats:  # Converted here, on the launcher, one shard at a time.
+      for split in splits:
+        records.write_frame_store(manifest.split_dir(output_dir, split))
     summary.report_path = manifest.write_report(
         output_dir, manifest.load_manifest(output_dir))
   summary.seconds = time.perf_counter() - start

@@ -42,7 +42,7 @@ from data_pipeline import preprocess, synthetic
 from demo import metrics as demo_metrics
 from lipsync_jax import (audio, checkpoints, cli, evaluation, host_memory, inference,
                          input_pipeline, records, video)
-from lipsync_jax.train import components, trainer
+from lipsync_jax.train import components, steps, trainer
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/demo", "Where everything is written.")
 _NUM_TRAIN_CLIPS = flags.DEFINE_integer("num_train_clips", 96, "Synthetic training clips.")
@@ -161,7 +161,7 @@ def held_out_clips(workdir: pathlib.Path):
   """[(crops (T, 96, 96, 3) in [0, 1], mel (80, n), fps, mouth.open (T,))] held out."""
   clips = []
   for clip in input_pipeline.open_record_source(records.list_shards(workdir / "records" / "eval")):
-    crops = input_pipeline.decode_frames(clip, range(len(clip["frames"])), "rgb")
+    crops = input_pipeline.read_frames(clip, range(len(clip["frames"]))).astype(np.float32) / 255
     sidecar = workdir / "clips" / "eval" / f"{clip['clip_id']}.json"
     mouth_open = np.asarray(json.loads(sidecar.read_text())["mouth"]["open"], np.float32)
     clips.append((crops, np.asarray(clip["mel"]), float(clip["fps"]), mouth_open[:len(crops)]))
@@ -176,7 +176,7 @@ def syncnet_accuracy(expert: checkpoints.SyncExpert, workdir: pathlib.Path,
   correct = []
   for _ in range(num_batches):
     batch = next(iterator)
-    audio_emb, face_emb = expert.embed(batch["mel"], batch["faces"])
+    audio_emb, face_emb = expert.embed(batch["mel"], steps.device_batch(batch)["faces"])
     cosine = np.sum(np.asarray(audio_emb) * np.asarray(face_emb), axis=-1)
     correct.append((cosine > 0.5) == (batch["label"] > 0.5))
   return float(np.mean(np.concatenate(correct)))

@@ -1,9 +1,9 @@
 """Grain input pipeline: a random-access clip source and the two Wav2Lip samplers.
 
-A clip (one record of `lipsync_jax.records`) is a dict
-`{"clip_id": str, "fps": float, "frames": list[JPEG bytes] | uint8 (T, H, W, 3) RGB,
-"mel": float32 (80, N), "boxes": int32 (T, 4)}`. Frames stay encoded until a sampler
-has picked the few it needs.
+A clip (one record of `lipsync_jax.records`, or of its frame store) is a dict
+`{"clip_id": str, "fps": float, "frames": sequence of JPEG bytes | uint8 (H, W, 3) RGB,
+"mel": float32 (80, N)}`. Frames stay encoded (and, from a frame store, unread) until a
+sampler has picked the few it needs; JPEGs are decoded with libjpeg-turbo (simplejpeg).
 
 Samplers (`grain.transforms.RandomMap`, seeded per element by Grain) follow the
 original Wav2Lip training scripts (`color_syncnet_train.py`, `hq_wav2lip_train.py`):
@@ -11,17 +11,20 @@ original Wav2Lip training scripts (`color_syncnet_train.py`, `hq_wav2lip_train.p
 - `SyncNetPairs`: a random start frame f gives the mel window of f; with probability
   1/2 the 5 frames start at f (label 1), else at a different random start g of the same
   clip (label 0; the frames are shifted, the mel stays at f). Output
-  `{"mel": (80, 16, 1), "faces": (H/2, W, 15), "label": ()}`; `faces` stacks the lower
-  halves (rows H/2..H) of the 5 frames on channels, frame-major (channel 3k + c).
-- `GeneratorWindows`: a 5-frame window at f is the target; its copy with the lower half
-  zeroed and a window at a different random start g (the reference) are concatenated
-  on channels. Frame f + k gets the mel window of frame f + k + `mel_offset_frames`
-  (0: this project's convention, the one inference uses; -1: the original training
-  script); `sync_mel` is the window of frame f. Output `{"inputs": (5, H, W, 6),
-  "mel_chunks": (5, 80, 16, 1), "sync_mel": (80, 16, 1), "target": (5, H, W, 3)}`,
-  H = W = the generator's `img_size` (frames resized when the records store another size).
+  `{"mel": (80, 16, 1), "lower_halves": (5, H/2, W, 3), "label": ()}`, the lower halves
+  (rows H/2..H) of the 5 frames (the train step stacks them on channels for SyncNet).
+- `GeneratorWindows`: a 5-frame window at f is the target, a window at a different
+  random start g the reference (the train step builds the generator's input from them:
+  the target with its lower half zeroed, then the reference, on channels). Frame f + k
+  gets the mel window of frame f + k + `mel_offset_frames` (0: this project's
+  convention, the one inference uses; -1: the original training script); `sync_mel` is
+  the window of frame f. Output `{"target": (5, H, W, 3), "reference": (5, H, W, 3),
+  "mel_chunks": (5, 80, 16, 1), "sync_mel": (80, 16, 1)}`, H = W = the generator's
+  `img_size` (frames resized when the records store another size).
 
-Images are float32 in [0, 1], RGB unless `channel_order="bgr"` (official checkpoints).
+Images leave the host as uint8 RGB (BGR with `channel_order="bgr"`, for official
+checkpoints), mel windows as float32; the jitted steps scale images to [0, 1]
+(`lipsync_jax.train.steps.device_batch`).
 Starts are drawn uniformly among those whose frames and mel windows lie inside the clip,
 which is the distribution of the original rejection loops; the SyncNet label is a
 fair coin (the original's redraws skew it by a fraction of a percent). Clips with
@@ -37,7 +40,7 @@ Worker processes start by spawn, so this module has no import-time side effects.
 
 import bisect
 import dataclasses
-import io
+import functools
 import os
 from typing import Any, Callable, Sequence
 
@@ -45,8 +48,9 @@ from absl import flags
 import grain
 import numpy as np
 from PIL import Image
+import simplejpeg
 
-from lipsync_jax import audio, errors, records
+from lipsync_jax import audio, errors, frame_store, records
 
 WINDOW_FRAMES = 5  # T: frames per SyncNet / generator window.
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -106,10 +110,23 @@ class ClipSource:
 
 
 def open_record_source(paths_or_dir: str | os.PathLike | Sequence[str | os.PathLike], *,
-                       scan: bool = True) -> ClipSource:
-  """ClipSource over the ArrayRecord shards of `lipsync_jax.records` (a directory
-  or a list of shard paths); raises DatasetError when they are missing or unreadable.
-  `scan`: see `ClipSource`."""
+                       scan: bool = True) -> "ClipSource | frame_store.FrameStore":
+  """The clips of a directory of records or a list of ArrayRecord shards.
+
+  A directory with a frame store (`lipsync_jax.frame_store`, written by preprocessing)
+  opens as one: start-up reads its index only, samples read only their frames. Otherwise
+  a ClipSource over the ArrayRecord shards of `lipsync_jax.records` (`scan`: see
+  `ClipSource`). Raises DatasetError when they are missing or unreadable.
+  """
+  if isinstance(paths_or_dir, (str, os.PathLike)) and frame_store.is_frame_store(paths_or_dir):
+    try:
+      store = frame_store.FrameStore(paths_or_dir, min_frames=3 * WINDOW_FRAMES + 1)
+    except frame_store.FrameStoreError as e:
+      raise DatasetError(str(e)) from e
+    if not len(store):
+      raise DatasetError(f"{paths_or_dir}: no clip of the frame store has >= "
+                         f"{3 * WINDOW_FRAMES + 1} frames")
+    return store
   name = str(paths_or_dir) if isinstance(paths_or_dir, (str, os.PathLike)) else (
       f"{len(paths_or_dir)} shards")
   try:
@@ -133,42 +150,56 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
   return out.astype(np.float32) / 255.0 if is_float else out
 
 
-def decode_frames(clip: Clip, indices: Sequence[int], channel_order: str,
-                  size: int | None = None) -> np.ndarray:
-  """Frames `indices` of `clip` as float32 (len(indices), H, W, 3) in [0, 1].
+def read_frames(clip: Clip, indices: Sequence[int], channel_order: str = "rgb",
+                size: int | None = None) -> np.ndarray:
+  """Frames `indices` of `clip` as uint8 (len(indices), H, W, 3), RGB or BGR.
 
   With `size`, frames are resized to (size, size) (`resize_frames`) when stored at another size.
   """
-  frames = []
-  for i in indices:
-    frame = clip["frames"][i]
-    if isinstance(frame, (bytes, bytearray, memoryview)):
-      with Image.open(io.BytesIO(frame)) as image:
-        frame = np.asarray(image.convert("RGB"))
-    frames.append(frame)
-  frames = np.stack(frames)
-  if size is not None:
-    frames = resize_frames(frames, size)
-  out = frames.astype(np.float32) / 255.0
-  return out[..., ::-1].copy() if channel_order == "bgr" else out
+  encoded = [clip["frames"][i] for i in indices]
+  if isinstance(encoded[0], (bytes, bytearray, memoryview)):
+    height, width = simplejpeg.decode_jpeg_header(encoded[0])[:2]
+    frames = np.empty((len(encoded), height, width, 3), np.uint8)
+    for data, out in zip(encoded, frames):  # decoded in place, no copies
+      simplejpeg.decode_jpeg(data, colorspace=channel_order.upper(), buffer=out)
+  else:
+    frames = np.stack(encoded)
+    if channel_order == "bgr":
+      frames = frames[..., ::-1]
+  return frames if size is None else resize_frames(frames, size)
 
 
-def fitting_starts(clip: Clip, count: int, offsets: Sequence[int] = (0,)) -> np.ndarray:
-  """Frames f in [0, count) whose mel windows of frames f + o (o in `offsets`) all lie
-  inside the clip's mel. Window starts grow with the frame index, so this is a range."""
-  num_mel, fps = clip["mel"].shape[1], clip["fps"]
+@functools.lru_cache(maxsize=4096)
+def _fitting_range(count: int, num_mel: int, fps: float, offsets: tuple[int, ...]
+                   ) -> tuple[int, int]:
   low, high = min(offsets), max(offsets)
   first = 0 if low >= 0 else bisect.bisect_left(
       range(count), True, key=lambda f: audio.mel_window_start(f + low, fps) >= 0)
   end = bisect.bisect_left(
       range(count), True,
       key=lambda f: audio.mel_window_start(f + high, fps) + audio.MEL_WINDOW > num_mel)
-  return np.arange(first, max(first, end))
+  return first, max(first, end)
 
 
-def _mel(clip: Clip, frame_index: int, offset_frames: int = 0) -> np.ndarray:
-  window = audio.mel_window(clip["mel"], frame_index, clip["fps"], offset_frames)
-  return np.asarray(window, np.float32)[..., None]
+def fitting_starts(clip: Clip, count: int, offsets: Sequence[int] = (0,)) -> np.ndarray:
+  """Frames f in [0, count) whose mel windows of frames f + o (o in `offsets`) all lie
+  inside the clip's mel. Window starts grow with the frame index, so this is a range."""
+  return np.arange(*_fitting_range(count, clip["mel"].shape[1], clip["fps"], tuple(offsets)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _mel_start(frame_index: int, fps: float, offset_frames: int) -> int:
+  return audio.mel_window_start(frame_index, fps, offset_frames)
+
+
+def _mels(clip: Clip, frame_indices: Sequence[int], offset_frames: int = 0) -> np.ndarray:
+  """The (K, 80, 16, 1) float32 mel windows of frames `frame_indices` (`audio.mel_window`)."""
+  starts = np.array([_mel_start(f, clip["fps"], offset_frames) for f in frame_indices])
+  if starts.min() < 0 or starts.max() + audio.MEL_WINDOW > clip["mel"].shape[1]:
+    raise DatasetError(f"clip {clip.get('clip_id')!r}: mel windows of frames {frame_indices} "
+                       f"outside its {clip['mel'].shape[1]} mel frames")
+  windows = clip["mel"][:, starts[:, None] + np.arange(audio.MEL_WINDOW)]  # (80, K, 16)
+  return np.asarray(windows.transpose(1, 0, 2), np.float32)[..., None]
 
 
 def _num_window_starts(clip: Clip) -> int:
@@ -194,7 +225,9 @@ def _draw_distinct_pair(rng: np.random.Generator, first_starts: np.ndarray,
   The distribution of the original's loop: two random frames, redrawn until distinct
   and both usable.
   """
-  if first_starts.size == 0 or np.union1d(first_starts, second_starts).size < 2:
+  ends = {int(x) for starts in (first_starts, second_starts) if starts.size
+          for x in (starts[0], starts[-1])}
+  if first_starts.size == 0 or len(ends) < 2:  # (sorted starts: fewer than 2 distinct)
     raise _no_start(clip, what)
   while True:
     first, second = _draw(rng, first_starts, clip, what), _draw(rng, second_starts, clip, what)
@@ -225,11 +258,9 @@ class SyncNetPairs(grain.transforms.RandomMap):
     else:
       mel_start, frames_start = _draw_distinct_pair(
           rng, mel_starts, frame_starts, clip, "off-sync pair")
-    frames = decode_frames(clip, range(frames_start, frames_start + WINDOW_FRAMES),
-                           self.channel_order)
-    t, h, w, c = frames.shape
-    lower = frames[:, h // 2:].transpose(1, 2, 0, 3).reshape(h - h // 2, w, t * c)
-    return {"mel": _mel(clip, mel_start), "faces": lower,
+    frames = read_frames(clip, range(frames_start, frames_start + WINDOW_FRAMES),
+                         self.channel_order)
+    return {"mel": _mels(clip, [mel_start])[0], "lower_halves": frames[:, frames.shape[1] // 2:],
             "label": np.float32(in_sync)}
 
 
@@ -255,16 +286,13 @@ class GeneratorWindows(grain.transforms.RandomMap):
         (0, self.mel_offset_frames, WINDOW_FRAMES - 1 + self.mel_offset_frames))
     start, reference_start = _draw_distinct_pair(
         rng, target_starts, frame_starts, clip, "target window with its mel windows")
-    target = decode_frames(clip, range(start, start + WINDOW_FRAMES), self.channel_order,
-                           self.img_size)
-    reference = decode_frames(clip, range(reference_start, reference_start + WINDOW_FRAMES),
-                              self.channel_order, self.img_size)
-    masked = target.copy()
-    masked[:, target.shape[1] // 2:] = 0.0
-    mel_chunks = np.stack([_mel(clip, start + k, self.mel_offset_frames)
-                           for k in range(WINDOW_FRAMES)])
-    return {"inputs": np.concatenate([masked, reference], axis=-1),
-            "mel_chunks": mel_chunks, "sync_mel": _mel(clip, start), "target": target}
+    target = read_frames(clip, range(start, start + WINDOW_FRAMES), self.channel_order,
+                         self.img_size)
+    reference = read_frames(clip, range(reference_start, reference_start + WINDOW_FRAMES),
+                            self.channel_order, self.img_size)
+    mel_chunks = _mels(clip, range(start, start + WINDOW_FRAMES), self.mel_offset_frames)
+    return {"target": target, "reference": reference, "mel_chunks": mel_chunks,
+            "sync_mel": _mels(clip, [start])[0]}
 
 
 class EpochShuffle(grain.MapDataset):
@@ -329,10 +357,13 @@ def make_dataset(source: Sequence[Clip], sampler: grain.transforms.RandomMap, *,
   """
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
-  if len(source) < shard_count:
-    raise DatasetError(f"{len(source)} clips cannot feed {shard_count} shards")
   shuffle_seed, sampler_seed = np.random.SeedSequence([seed, shard_index]).generate_state(2)
-  dataset = grain.MapDataset.source(source)[shard_index::shard_count]
+  if isinstance(source, frame_store.FrameStore):  # Reads only this host's index rows.
+    dataset = grain.MapDataset.source(source.shard(shard_index, shard_count))
+  else:
+    dataset = grain.MapDataset.source(source)[shard_index::shard_count]
+  if len(dataset) < 1:
+    raise DatasetError(f"{len(source)} clips cannot feed {shard_count} shards")
   dataset = EpochShuffle(dataset, seed=int(shuffle_seed)).repeat(num_epochs)
   dataset = dataset.random_map(sampler, seed=int(sampler_seed))
   return dataset.batch(batch_size, drop_remainder=drop_remainder)
@@ -359,7 +390,8 @@ def syncnet_iterator(source: Sequence[Clip], *, batch_size: int, seed: int,
                      channel_order: str = "rgb", worker_count: int = 0,
                      shard_index: int = 0, shard_count: int = 1,
                      num_epochs: int | None = None, **iterator_options) -> grain.DatasetIterator:
-  """Batches `{"mel": (B, 80, 16, 1), "faces": (B, H/2, W, 15), "label": (B,)}`."""
+  """Batches `{"mel": (B, 80, 16, 1), "lower_halves": (B, 5, H/2, W, 3) uint8,
+  "label": (B,)}`."""
   dataset = make_dataset(source, SyncNetPairs(channel_order), batch_size=batch_size, seed=seed,
                          shard_index=shard_index, shard_count=shard_count,
                          num_epochs=num_epochs)
@@ -372,9 +404,9 @@ def generator_iterator(source: Sequence[Clip], *, batch_size: int, seed: int,
                        shard_index: int = 0, shard_count: int = 1,
                        num_epochs: int | None = None,
                        **iterator_options) -> grain.DatasetIterator:
-  """Batches `{"inputs": (B, 5, H, W, 6), "mel_chunks": (B, 5, 80, 16, 1),
-  "sync_mel": (B, 80, 16, 1), "target": (B, 5, H, W, 3)}`, H = W = `img_size` (None: as
-  stored)."""
+  """Batches `{"target": (B, 5, H, W, 3) uint8, "reference": (B, 5, H, W, 3) uint8,
+  "mel_chunks": (B, 5, 80, 16, 1), "sync_mel": (B, 80, 16, 1)}`, H = W = `img_size`
+  (None: as stored)."""
   dataset = make_dataset(source, GeneratorWindows(mel_offset_frames, channel_order, img_size),
                          batch_size=batch_size, seed=seed, shard_index=shard_index,
                          shard_count=shard_count, num_epochs=num_epochs)

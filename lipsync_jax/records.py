@@ -33,10 +33,12 @@ Decoded in Python (`decode_record`) a record is the dict
 "frames": list[bytes], "boxes": int32 (T, 4), "mel": float32 (80, N)}`.
 
 Shards: ArrayRecord files (`*.array_record`, written with `group_size:1` for
-random access by Grain) and optionally TFRecord files (`*.tfrecord`, the plain
+random access by Grain), optionally TFRecord files (`*.tfrecord`, the plain
 TFRecord framing with masked CRC32C checksums, readable by
-`tf.data.TFRecordDataset`). Every shard is written under a temporary name and
-renamed when complete, so a shard that exists is whole.
+`tf.data.TFRecordDataset`) and the training layout of `lipsync_jax.frame_store`
+(format "frame_store"; `write_frame_store` makes it from existing shards). Every
+shard is written under a temporary name and renamed when complete, so a shard
+that exists is whole.
 """
 
 import io
@@ -55,6 +57,7 @@ import numpy as np
 from PIL import Image
 
 from lipsync_jax import errors
+from lipsync_jax import frame_store
 
 NUM_MELS = 80
 ARRAY_RECORD_SUFFIX = ".array_record"
@@ -236,28 +239,36 @@ def read_tfrecord(path: str | os.PathLike) -> Iterator[bytes]:
       yield data
 
 
+SHARD_FORMATS = ("array_record", "tfrecord", "frame_store")
+
+
 class ShardWriter:
-  """Writes encoded records to one shard in one or two formats, atomically.
+  """Writes encoded records to one shard in one or more formats, atomically.
 
   Usage: `with ShardWriter(output_dir / "train-00000") as w: w.write(b)`.
-  The files are `<stem>.array_record` and/or `<stem>.tfrecord`, written as
-  `.<name>.tmp` and renamed on a clean `close()`; `abort()` (and an exception
-  inside the `with` block) deletes the temporary files instead.
+  The files are `<stem>.array_record`, `<stem>.tfrecord` and/or the frame store's
+  (`frame_store.shard_files`), written as `.<name>.tmp` and renamed on a clean
+  `close()`; `abort()` (and an exception inside the `with` block) deletes the
+  temporary files instead. The directory's frame store index is written apart
+  (`frame_store.write_index`), once all its shards are complete.
   """
 
   def __init__(self, stem: str | os.PathLike,
                formats: Sequence[str] = ("array_record",)):
-    unknown = set(formats) - {"array_record", "tfrecord"}
+    unknown = set(formats) - set(SHARD_FORMATS)
     if unknown or not formats:
-      raise ValueError(f"formats must be array_record and/or tfrecord, "
-                       f"got {list(formats)}")
+      raise ValueError(f"formats must be some of {SHARD_FORMATS}, got {list(formats)}")
     stem = pathlib.Path(stem)
     self.paths = []
     self._temp_paths = []
     self._array_writer = None
     self._tfrecord_file = None
+    self._frame_store = (frame_store.ShardWriter(stem) if "frame_store" in formats
+                         else None)
     self.num_records = 0
     for fmt in formats:
+      if fmt == "frame_store":
+        continue
       suffix = ARRAY_RECORD_SUFFIX if fmt == "array_record" else TFRECORD_SUFFIX
       path = stem.with_name(stem.name + suffix)
       temp = path.with_name(f".{path.name}.tmp")
@@ -274,6 +285,8 @@ class ShardWriter:
       self._array_writer.write(data)
     if self._tfrecord_file is not None:
       self._tfrecord_file.write(tfrecord_frame(data))
+    if self._frame_store is not None:
+      self._frame_store.add(decode_record(data))
     self.num_records += 1
 
   def _close_files(self) -> None:
@@ -291,6 +304,8 @@ class ShardWriter:
     self._close_files()
     for temp, path in zip(self._temp_paths, self.paths):
       os.replace(temp, path)
+    if self._frame_store is not None:
+      return self.paths + self._frame_store.close()
     return self.paths
 
   def abort(self) -> None:
@@ -298,6 +313,8 @@ class ShardWriter:
     self._close_files()
     for temp in self._temp_paths:
       temp.unlink(missing_ok=True)
+    if self._frame_store is not None:
+      self._frame_store.abort()
 
   def __enter__(self) -> "ShardWriter":
     return self
@@ -356,3 +373,29 @@ def open_shards(paths_or_dir: str | os.PathLike | Sequence[str | os.PathLike],
                 decode: bool = True) -> RecordSource:
   """A random-access source over a directory of shards or a list of them."""
   return RecordSource(list_shards(paths_or_dir), decode=decode)
+
+
+def write_frame_store(shard_dir: str | os.PathLike, frame_encoding: str = "jpeg"
+                      ) -> list[pathlib.Path]:
+  """Completes the frame store (`lipsync_jax.frame_store`) of a directory of shards: a
+  store shard for each ArrayRecord shard that lacks one (resumable: complete store shards
+  are kept), then the index of all store shards. Returns the record shards converted in
+  this call. Raises FrameStoreError when the directory has no shards at all."""
+  done = set(frame_store.shard_stems(shard_dir))
+  converted = []
+  for path in sorted(pathlib.Path(shard_dir).glob(f"*{ARRAY_RECORD_SUFFIX}")):
+    stem = path.with_name(path.name[:-len(ARRAY_RECORD_SUFFIX)])
+    if stem.name in done:
+      continue
+    writer = frame_store.ShardWriter(stem, frame_encoding)
+    try:
+      source = array_record_data_source.ArrayRecordDataSource([str(path)])
+      for i in range(len(source)):
+        writer.add(decode_record(source[i]))
+    except BaseException:
+      writer.abort()
+      raise
+    writer.close()
+    converted.append(path)
+  frame_store.write_index(shard_dir, frame_encoding)
+  return converted

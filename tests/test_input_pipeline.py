@@ -25,13 +25,13 @@ def indexed_clip(seed: int, num_frames: int, size: int = 16) -> dict:
 
 
 def frame_indices(clip: dict, images: np.ndarray) -> list[int]:
-  """Which frames of `clip` the [0, 1] images (K, h, W, 3) are (their top or bottom rows)."""
-  frames = clip["frames"].astype(np.float32) / 255.0
+  """Which frames of `clip` the uint8 images (K, h, W, 3) are (their top or bottom rows)."""
+  frames = clip["frames"].astype(np.int32)
   h = images.shape[1]
   found = []
   for image in images:
     errors = [min(np.abs(f[:h] - image).max(), np.abs(f[-h:] - image).max()) for f in frames]
-    assert min(errors) < 1e-6
+    assert min(errors) == 0
     found.append(int(np.argmin(errors)))
   return found
 
@@ -51,12 +51,13 @@ def test_syncnet_pairs_follow_reference(clips):
   for i in range(200):
     clip = clips[i % len(clips)]
     example = sampler.random_map(clip, np.random.default_rng(i))
-    assert example["faces"].shape == (8, 16, 15) and example["mel"].shape == (80, 16, 1)
-    faces = example["faces"].reshape(8, 16, T, 3).transpose(2, 0, 1, 3)
+    assert example["lower_halves"].shape == (T, 8, 16, 3) and example["mel"].shape == (80, 16, 1)
+    faces = example["lower_halves"]
     frames = frame_indices(clip, faces)
     first = frames[0]
     assert frames == list(range(first, first + T))
-    np.testing.assert_array_equal(faces, clip["frames"][first:first + T, 8:] / np.float32(255))
+    assert faces.dtype == np.uint8  # scaled to [0, 1] in the train step
+    np.testing.assert_array_equal(faces, clip["frames"][first:first + T, 8:])
     start = mel_start(example["mel"])
     mel_frame = next(f for f in range(len(clip["frames"]))
                      if int(80 * f / FPS) == start)  # the frame whose window it is
@@ -73,13 +74,13 @@ def test_generator_windows_follow_reference(clips, mel_offset_frames):
   for i in range(60):
     clip = clips[i % len(clips)]
     example = sampler.random_map(clip, np.random.default_rng(i))
-    target, inputs = example["target"], example["inputs"]
-    assert inputs.shape == (T, 16, 16, 6) and example["mel_chunks"].shape == (T, 80, 16, 1)
+    target = example["target"]
+    assert target.shape == example["reference"].shape == (T, 16, 16, 3)
+    assert target.dtype == example["reference"].dtype == np.uint8
+    assert example["mel_chunks"].shape == (T, 80, 16, 1)
     first = frame_indices(clip, target)[0]
-    np.testing.assert_array_equal(target, clip["frames"][first:first + T] / np.float32(255))
-    np.testing.assert_array_equal(inputs[:, :8, :, :3], target[:, :8])
-    assert not inputs[:, 8:, :, :3].any()
-    reference = frame_indices(clip, inputs[..., 3:])
+    np.testing.assert_array_equal(target, clip["frames"][first:first + T])
+    reference = frame_indices(clip, example["reference"])
     assert reference[0] != first and reference == list(range(reference[0], reference[0] + T))
     for k in range(T):
       expected = audio.mel_window(clip["mel"], first + k, FPS, mel_offset_frames)
@@ -104,7 +105,7 @@ def test_starts_cover_exactly_the_windows_inside_the_clip():
   seen = {"sync": set(), "off_mel": set(), "off_frames": set()}
   for i in range(1000):
     example = input_pipeline.SyncNetPairs().random_map(clip, np.random.default_rng(i))
-    first = round(float(example["faces"][0, 0, 0]) * 255)  # frame i is filled below
+    first = int(example["lower_halves"][0, 0, 0, 0])  # frame i is filled with i
     kind = "sync" if example["label"] else "off"
     if kind == "sync":
       seen["sync"].add(first)
@@ -118,8 +119,8 @@ def test_starts_cover_exactly_the_windows_inside_the_clip():
     sampler = input_pipeline.GeneratorWindows(mel_offset_frames=offset)
     for i in range(600):
       example = sampler.random_map(clip, np.random.default_rng(i))
-      targets.add(round(float(example["target"][0, 0, 0, 0]) * 255))
-      references.add(round(float(example["inputs"][0, 0, 0, 3]) * 255))
+      targets.add(int(example["target"][0, 0, 0, 0]))
+      references.add(int(example["reference"][0, 0, 0, 0]))
     assert targets == set(expected) and references == set(range(36))
 
 
@@ -144,8 +145,8 @@ def synthetic_clips():
 
 
 def stamped_frames(images: np.ndarray) -> tuple[int, list[int]]:
-  """(clip index, frame indices) of [0, 1] crops (K, h, W, 3) stamped by `synthetic_clips`."""
-  stamps = np.round(images[:, -1, -1] * 255).astype(int)
+  """(clip index, frame indices) of uint8 crops (K, h, W, 3) stamped by `synthetic_clips`."""
+  stamps = images[:, -1, -1].astype(int)
   assert len(set(stamps[:, 1])) == 1
   return int(stamps[0, 1]), stamps[:, 0].tolist()
 
@@ -170,8 +171,7 @@ def test_syncnet_pairs_on_synthetic_speech_are_in_sync(synthetic_clips):
   iterator = input_pipeline.syncnet_iterator(list(records), batch_size=40, seed=0)
   agreement = {0.0: [], 1.0: []}
   for batch in batches(iterator, 4):
-    for faces, mel, label in zip(batch["faces"], batch["mel"], batch["label"]):
-      lower_halves = faces.reshape(16, 32, T, 3).transpose(2, 0, 1, 3)
+    for lower_halves, mel, label in zip(batch["lower_halves"], batch["mel"], batch["label"]):
       clip_index, shown = stamped_frames(lower_halves)
       assert shown == list(range(shown[0], shown[0] + T))
       truth = truths[clip_index]
@@ -202,7 +202,7 @@ def test_bgr_flips_channels(clips):
   bgr = input_pipeline.GeneratorWindows(channel_order="bgr").random_map(
       clips[0], np.random.default_rng(rng_seed))
   np.testing.assert_array_equal(bgr["target"], rgb["target"][..., ::-1])
-  np.testing.assert_array_equal(bgr["inputs"][..., 3:], rgb["inputs"][..., 5:2:-1])
+  np.testing.assert_array_equal(bgr["reference"], rgb["reference"][..., ::-1])
   with pytest.raises(ValueError, match="channel_order"):
     input_pipeline.SyncNetPairs(channel_order="rbg")
 
@@ -228,12 +228,8 @@ def test_generator_windows_at_the_generator_size(clips):
   full = input_pipeline.GeneratorWindows().random_map(clips[0], np.random.default_rng(rng_seed))
   small = input_pipeline.GeneratorWindows(img_size=8).random_map(clips[0],
                                                           np.random.default_rng(rng_seed))
-  resized = lambda images: input_pipeline.resize_frames(
-      np.round(images * 255).astype(np.uint8), 8).astype(np.float32) / 255
-  np.testing.assert_array_equal(small["target"], resized(full["target"]))
-  np.testing.assert_array_equal(small["inputs"][..., 3:], resized(full["inputs"][..., 3:]))
-  np.testing.assert_array_equal(small["inputs"][:, :4, :, :3], small["target"][:, :4])
-  assert not small["inputs"][:, 4:, :, :3].any()
+  for key in ("target", "reference"):
+    np.testing.assert_array_equal(small[key], input_pipeline.resize_frames(full[key], 8))
   for key in ("mel_chunks", "sync_mel"):
     np.testing.assert_array_equal(small[key], full[key])
 
@@ -284,10 +280,10 @@ def test_iterator_is_deterministic_by_seed(clips):
   source = input_pipeline.ClipSource(clips)
   make = lambda seed: input_pipeline.generator_iterator(source, batch_size=3, seed=seed)
   first = batches(make(0), 4)
-  assert first[0]["inputs"].shape == (3, T, 16, 16, 6)
+  assert first[0]["reference"].shape == first[0]["target"].shape == (3, T, 16, 16, 3)
   assert first[0]["mel_chunks"].shape == (3, T, 80, 16, 1)
   assert first[0]["sync_mel"].shape == (3, 80, 16, 1)
-  assert first[0]["target"].dtype == np.float32
+  assert first[0]["target"].dtype == np.uint8
   assert_same_batches(first, batches(make(0), 4))
   other = batches(make(1), 4)
   assert any(not np.array_equal(x["target"], y["target"]) for x, y in zip(first, other))

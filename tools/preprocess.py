@@ -37,7 +37,10 @@ _RECORDS_PER_SHARD = flags.DEFINE_integer(
     "records_per_shard", 128, "Records per shard file.", lower_bound=1)
 _FORMAT = flags.DEFINE_enum(
     "format", "array_record", ["array_record", "tfrecord", "both"],
-    "Shard format(s); training reads array_record.")
+    "Record shard format(s) (tf.Example records; tf.data reads them).")
+_FRAME_STORE = flags.DEFINE_bool(
+    "frame_store", True, "Also write the frame store, the layout training reads fastest "
+    "(docs/data.md); --noframe_store saves its disk space (about the records' size).")
 _RUNNER = flags.DEFINE_enum(
     "runner", "local", ["local", "beam"],
     "local: a process pool here; beam: an Apache Beam pipeline.")
@@ -82,7 +85,7 @@ def main(argv):
       max_av_mismatch_s=_MAX_AV_MISMATCH_S.value, pads=pads,
       jpeg_quality=_JPEG_QUALITY.value)
   formats = (("array_record", "tfrecord") if _FORMAT.value == "both"
-             else (_FORMAT.value,))
+             else (_FORMAT.value,)) + (("frame_store",) if _FRAME_STORE.value else ())
   try:
     if _RUNNER.value == "local":
       summary = preprocess.run_local(

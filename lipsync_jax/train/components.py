@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lipsync_jax import checkpoints, input_pipeline, records
+from lipsync_jax import checkpoints, input_pipeline
 from lipsync_jax.errors import ConfigError
 from lipsync_jax.models import lpips
 from lipsync_jax.models.syncnet import SyncNet
@@ -102,7 +102,7 @@ def load_lpips(config: ml_collections.ConfigDict) -> tuple[Callable, PyTree]:
 def _open_source(path: str, what: str):
   if not path:
     raise ConfigError(f"config.data.{what} is empty: give a directory of record shards")
-  return input_pipeline.open_record_source(records.list_shards(path))
+  return input_pipeline.open_record_source(path)
 
 
 class Data:

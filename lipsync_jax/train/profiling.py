@@ -56,6 +56,15 @@ def _set(name: str, value: Any) -> None:
     jax_compilation_cache.reset_cache()
 
 
+def compiler_options(gpu_autotune_level: int) -> dict[str, int] | None:
+  """XLA options of the train and eval programs: on a GPU, the convolution / GEMM
+  autotuner's level (`config.gpu_autotune_level`; docs/benchmarks.md says why); None
+  (XLA's defaults) elsewhere or for a negative level."""
+  if jax.default_backend() != "gpu" or gpu_autotune_level < 0:
+    return None
+  return {"xla_gpu_autotune_level": int(gpu_autotune_level)}
+
+
 @contextlib.contextmanager
 def persistent_compilation_cache(setting: str, workdir: str | os.PathLike) -> Iterator[None]:
   """Within: JAX's persistent compilation cache in `compilation_cache_dir(setting, workdir)`.

@@ -19,6 +19,11 @@ def _local(x: jax.Array) -> np.ndarray:
   return np.asarray(x.addressable_shards[0].data)
 
 
+def _unit(images: np.ndarray) -> np.ndarray:
+  """uint8 -> float32 in [0, 1] (float images as they are)."""
+  return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
+
+
 def mouth_crop(frames: np.ndarray) -> np.ndarray:
   """(..., H, W, 3) -> the mouth region (`losses.mouth_slices`)."""
   rows, columns = losses.mouth_slices(*frames.shape[-3:-1])
@@ -113,8 +118,11 @@ class Reporter:
     """Logs sample 0: the full grid and its mouth-region crops (2x upscaled)."""
     if self._writer is None:
       return
-    inputs, gen, target = _local(batch["inputs"])[0], _local(generated)[0], _local(
-        batch["target"])[0]
+    gen = _local(generated)[0]
+    target, reference = (_unit(_local(batch[k])[0]) for k in ("target", "reference"))
+    masked = target.copy()
+    masked[:, target.shape[1] // 2:] = 0.0
+    inputs = np.concatenate([masked, reference], axis=-1)
     grid = image_grid(inputs, gen, target)
     mouths = image_grid(mouth_crop(inputs), mouth_crop(gen), mouth_crop(target))
     mouths = mouths.repeat(2, axis=0).repeat(2, axis=1)

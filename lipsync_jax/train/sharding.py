@@ -18,7 +18,7 @@ same mesh over all global devices, reads its own part of each global batch
 """
 
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
@@ -130,7 +130,8 @@ def make_global_batch(mesh: Mesh, local_batch: dict[str, np.ndarray]) -> dict[st
 
 def jit_train_step(step: Callable, mesh: Mesh, state: PyTree, num_batch_args: int = 1,
                    num_replicated_args: int = 0, num_outputs: int = 2,
-                   batch_outputs: Sequence[int] = (), shard_weights: bool = False) -> Callable:
+                   batch_outputs: Sequence[int] = (), shard_weights: bool = False,
+                   compiler_options: dict[str, Any] | None = None) -> Callable:
   """`jax.jit` of `step(state, *replicated_args, *batch_args)` with explicit shardings.
 
   Args:
@@ -145,6 +146,7 @@ def jit_train_step(step: Callable, mesh: Mesh, state: PyTree, num_batch_args: in
     batch_outputs: indices of outputs sharded on "data" (e.g. generated frames).
     shard_weights: the state's large arrays split over "model" (`state_sharding`);
       the state must be placed with the same `state_sharding`.
+    compiler_options: XLA options of this program (`profiling.compiler_options`).
 
   Returns:
     The jitted step; the state argument is donated.
@@ -157,17 +159,20 @@ def jit_train_step(step: Callable, mesh: Mesh, state: PyTree, num_batch_args: in
       batch_sharding(mesh) if i in batch_outputs else replicated(mesh)
       for i in range(num_outputs))
   return jax.jit(step, in_shardings=in_shardings, out_shardings=out_shardings,
-                 donate_argnums=(0,))
+                 donate_argnums=(0,), compiler_options=compiler_options)
 
 
 def jit_eval_step(step: Callable, mesh: Mesh, state: PyTree, num_batch_args: int = 1,
                   num_replicated_args: int = 0, batch_outputs: Sequence[int] = (),
-                  num_outputs: int = 1, shard_weights: bool = False) -> Callable:
-  """`jax.jit` of an eval step `step(state, *replicated_args, *batch_args)`, no donation."""
+                  num_outputs: int = 1, shard_weights: bool = False,
+                  compiler_options: dict[str, Any] | None = None) -> Callable:
+  """`jax.jit` of an eval step `step(state, *replicated_args, *batch_args)`, no donation
+  (arguments as `jit_train_step`'s)."""
   in_shardings = ((state_sharding(mesh, state, shard_weights),)
                   + (replicated(mesh),) * num_replicated_args
                   + (batch_sharding(mesh),) * num_batch_args)
   outs = tuple(batch_sharding(mesh) if i in batch_outputs else replicated(mesh)
                for i in range(num_outputs))
   return jax.jit(step, in_shardings=in_shardings,
-                 out_shardings=outs if num_outputs > 1 else outs[0])
+                 out_shardings=outs if num_outputs > 1 else outs[0],
+                 compiler_options=compiler_options)

@@ -6,11 +6,16 @@ weights that are config constants) and returns a pure function of arrays that
 SyncNet, LPIPS) come in as the `frozen` argument, a dict of their variables,
 so they are device arrays rather than constants baked into the program.
 
-Batches (float32, images in [0, 1], NHWC, T = 5 frames):
-  SyncNet: {"mel": (B, 80, 16, 1), "faces": (B, H/2, W, 3T), "label": (B,)}.
-  Generator: {"inputs": (B, T, H, W, 6), "mel_chunks": (B, T, 80, 16, 1),
-    "sync_mel": (B, 80, 16, 1), "target": (B, T, H, W, 3)}, H = W = the generator's
-    size; the expert sees generated frames at its own (`resize_for_expert`).
+Batches as the input pipeline makes them (NHWC, T = 5 frames; images uint8, or float
+in [0, 1]; mel windows float32):
+  SyncNet: {"mel": (B, 80, 16, 1), "lower_halves": (B, T, H/2, W, 3), "label": (B,)}
+    (or "faces": (B, H/2, W, 3T), the halves already stacked as SyncNet takes them).
+  Generator: {"target": (B, T, H, W, 3), "reference": (B, T, H, W, 3),
+    "mel_chunks": (B, T, 80, 16, 1), "sync_mel": (B, 80, 16, 1)}, H = W = the
+    generator's size; the expert sees generated frames at its own (`resize_for_expert`).
+Inside the step `device_batch` scales the images to float32 [0, 1], stacks SyncNet's
+frames on channels and builds the generator's input (masked target + reference), so the
+host sends 1 byte per pixel and does no layout work.
 
 Non-finite losses: every train step applies its update only when all its
 losses are finite and otherwise returns the state unchanged (except the step
@@ -23,6 +28,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lipsync_jax import losses
@@ -30,14 +36,43 @@ from lipsync_jax.train.state import GeneratorTrainState, ModelState, SyncNetTrai
 from lipsync_jax.types import Batch, Metrics, PyTree, at_least_float32
 
 
-def lower_half_stack(frames: jnp.ndarray) -> jnp.ndarray:
-  """(B, T, H, W, 3) frames -> (B, H/2, W, 3T) lower halves, frame-major channels.
+# k / 255 correctly rounded, as numpy divides (XLA compiles `x / 255` to `x * (1 / 255)`,
+# 1 ulp off for half the levels): the step sees the floats the host pipeline used to send.
+_UNIT_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255)
 
-  Channels 3t..3t+2 hold frame t, as Wav2Lip's `torch.cat([g[:, :, t] ...], 1)`.
-  """
+
+def unit_images(images: jnp.ndarray) -> jnp.ndarray:
+  """uint8 images -> float32 k / 255 in [0, 1] (a 256-entry lookup); floats as they are."""
+  if images.dtype == jnp.uint8:
+    return jnp.asarray(_UNIT_LEVELS)[images]
+  return images
+
+
+def device_batch(batch: Batch) -> Batch:
+  """A host batch (module docstring) -> float images in [0, 1]: for SyncNet "faces"
+  (B, H/2, W, 3T); for the generator also "inputs" (B, T, H, W, 6), the target with
+  rows H/2.. zeroed, then the reference."""
+  if "lower_halves" in batch:
+    batch = dict(batch)
+    return {**batch, "faces": channel_stack(unit_images(batch.pop("lower_halves")))}
+  if "faces" in batch:
+    return {**batch, "faces": unit_images(batch["faces"])}
+  target, reference = unit_images(batch["target"]), unit_images(batch["reference"])
+  masked = target.at[:, :, target.shape[2] // 2:].set(0)
+  return {**batch, "target": target, "reference": reference,
+          "inputs": jnp.concatenate([masked, reference], axis=-1)}
+
+
+def channel_stack(frames: jnp.ndarray) -> jnp.ndarray:
+  """(B, T, h, W, 3) -> (B, h, W, 3T), frame-major channels: channels 3t..3t+2 hold
+  frame t, as Wav2Lip's `torch.cat([g[:, :, t] ...], 1)`."""
   b, t, h, w, c = frames.shape
-  lower = frames[:, :, h // 2:]
-  return jnp.transpose(lower, (0, 2, 3, 1, 4)).reshape(b, h - h // 2, w, t * c)
+  return jnp.transpose(frames, (0, 2, 3, 1, 4)).reshape(b, h, w, t * c)
+
+
+def lower_half_stack(frames: jnp.ndarray) -> jnp.ndarray:
+  """(B, T, H, W, 3) frames -> (B, H/2, W, 3T): their lower halves, `channel_stack`ed."""
+  return channel_stack(frames[:, :, frames.shape[2] // 2:])
 
 
 def resize_for_expert(frames: jnp.ndarray, size: int) -> jnp.ndarray:
@@ -93,6 +128,8 @@ def make_syncnet_train_step(syncnet: nn.Module, tx: optax.GradientTransformation
   """
 
   def step(state: SyncNetTrainState, batch: Batch):
+    batch = device_batch(batch)
+
     def loss_fn(params):
       (audio_emb, face_emb), batch_stats = _apply_train(
           syncnet, state.syncnet, params, batch["mel"], batch["faces"],
@@ -123,6 +160,7 @@ def make_syncnet_eval_step(syncnet: nn.Module) -> Callable[[SyncNetTrainState, B
   """Eval loss and accuracy of SyncNet (running BatchNorm statistics)."""
 
   def step(state: SyncNetTrainState, batch: Batch) -> Metrics:
+    batch = device_batch(batch)
     audio_emb, face_emb = syncnet.apply(state.syncnet.variables(), batch["mel"],
                                         batch["faces"], train=False)
     loss, accuracy = losses.sync_loss(audio_emb, face_emb, batch["label"])
@@ -190,6 +228,7 @@ def make_generator_train_step(generator: nn.Module, tx: optax.GradientTransforma
     raise ValueError("discriminator must be given exactly when adversarial_weight > 0")
 
   def step(state: GeneratorTrainState, frozen: PyTree, batch: Batch):
+    batch = device_batch(batch)
     rng = step_key(state.rng, state.step)
     disc_variables = state.discriminator.variables() if discriminator is not None else None
 
@@ -227,7 +266,7 @@ def make_discriminator_train_step(discriminator: nn.Module, tx: optax.GradientTr
   def step(state: GeneratorTrainState, generated: jnp.ndarray, target: jnp.ndarray):
     rng = step_key(state.rng, state.step)
     fake = jax.lax.stop_gradient(generated).reshape((-1,) + generated.shape[2:])
-    real = target.reshape(fake.shape)
+    real = unit_images(target).reshape(fake.shape).astype(fake.dtype)
 
     def loss_fn(params):
       both = jnp.concatenate([real, fake], axis=0)
@@ -259,6 +298,7 @@ def make_generator_eval_step(generator: nn.Module, expert: nn.Module, lpips_fn: 
   """
 
   def step(state: GeneratorTrainState, frozen: PyTree, batch: Batch):
+    batch = device_batch(batch)
     variables = state.generator.variables()
     generated, _ = _generate(
         generator, batch, lambda m, f: (generator.apply(variables, m, f, train=False), None))

@@ -247,13 +247,15 @@ def train_syncnet(config: ml_collections.ConfigDict, workdir: str
           syncnet, tx, jax.random.key(config.seed), (example["mel"], example["faces"]),
           init_variables))
   loss_config = config.loss
+  options = profiling.compiler_options(config.gpu_autotune_level)
   train = sharding.jit_train_step(
       steps.make_syncnet_train_step(syncnet, tx, loss_config.contrastive_weight,
                                     loss_config.temperature,
                                     loss_config.in_batch_negatives_weight),
-      data.mesh, state, shard_weights=config.mesh.shard_weights)
+      data.mesh, state, shard_weights=config.mesh.shard_weights, compiler_options=options)
   evaluate = sharding.jit_eval_step(steps.make_syncnet_eval_step(syncnet), data.mesh, state,
-                                    shard_weights=config.mesh.shard_weights)
+                                    shard_weights=config.mesh.shard_weights,
+                                    compiler_options=options)
 
   def train_step(state, batch):
     state, metrics = train(state, batch)
@@ -301,18 +303,21 @@ def train_generator(config: ml_collections.ConfigDict, workdir: str
       sync_weight=state_lib.initial_sync_weight(loss_config))
 
   shard = config.mesh.shard_weights
+  options = profiling.compiler_options(config.gpu_autotune_level)
   gen_step = sharding.jit_train_step(
       steps.make_generator_train_step(generator, tx, expert, lpips_fn, discriminator,
                                       loss_config.lpips_weight,
                                       loss_config.adversarial_weight, mouth_weight),
       data.mesh, state, num_replicated_args=1, num_outputs=3, batch_outputs=(2,),
-      shard_weights=shard)
+      shard_weights=shard, compiler_options=options)
   disc_step = (sharding.jit_train_step(
       steps.make_discriminator_train_step(discriminator, disc_tx), data.mesh, state,
-      num_batch_args=2, shard_weights=shard) if discriminator is not None else None)
+      num_batch_args=2, shard_weights=shard, compiler_options=options)
+               if discriminator is not None else None)
   evaluate = sharding.jit_eval_step(
       steps.make_generator_eval_step(generator, expert, lpips_fn, mouth_weight), data.mesh,
-      state, num_replicated_args=1, num_outputs=2, batch_outputs=(1,), shard_weights=shard)
+      state, num_replicated_args=1, num_outputs=2, batch_outputs=(1,), shard_weights=shard,
+      compiler_options=options)
 
   def train_step(state, batch):
     state, metrics, generated = gen_step(state, frozen, batch)

@@ -18,6 +18,7 @@ import pytest
 import broken_inputs
 from data_pipeline import manifest
 from data_pipeline import preprocess
+from lipsync_jax import frame_store
 from lipsync_jax import records
 from data_pipeline import synthetic
 from lipsync_jax import audio
@@ -38,11 +39,11 @@ def inputs(tmp_path_factory) -> tuple[pathlib.Path, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def finished_job(inputs, tmp_path_factory):
-  """The job run once over `inputs` with 2 spawned workers, both formats."""
+  """The job run once over `inputs` with 2 spawned workers, all formats."""
   out = tmp_path_factory.mktemp("records")
   summary = preprocess.run_local(
-      inputs[0], out, num_workers=2, records_per_shard=3,
-      formats=("array_record", "tfrecord"), progress=False)
+      inputs[0], out, num_workers=2, records_per_shard=3, formats=records.SHARD_FORMATS,
+      progress=False)
   return out, summary
 
 
@@ -83,9 +84,10 @@ def test_records_hold_the_clips(inputs, finished_job):
 
 def test_tfrecord_shards_hold_the_same_records(finished_job):
   out, summary = finished_job
-  assert sorted(p.name for p in summary.shards) == [
-      "shard-00000.array_record", "shard-00000.tfrecord",
-      "shard-00001.array_record", "shard-00001.tfrecord"]
+  assert sorted(p.name for p in summary.shards) == sorted(
+      f"shard-0000{i}{suffix}" for i in range(2)
+      for suffix in (".array_record", ".tfrecord", ".frames", ".offsets.npy", ".mel.npy",
+                     ".clips.npy"))
   from_array_record = list(records.open_shards(out, decode=False)[i]
                            for i in range(NUM_GOOD))
   from_tfrecord = [data for name in ("shard-00000", "shard-00001")
@@ -102,7 +104,8 @@ def _listing(directory: pathlib.Path) -> dict[str, tuple[int, int]]:
 def test_rerun_writes_nothing(inputs, finished_job):
   out, _ = finished_job
   before = _listing(out)
-  summary = preprocess.run_local(inputs[0], out, num_workers=0, progress=False)
+  summary = preprocess.run_local(inputs[0], out, num_workers=0, formats=records.SHARD_FORMATS,
+                                 progress=False)
   assert summary.num_already_finished == NUM_GOOD + len(inputs[1])
   assert summary.num_written == 0 and not summary.skipped
   assert _listing(out) == before
@@ -112,6 +115,8 @@ def _assert_each_clip_once(out: pathlib.Path) -> None:
   source = records.open_shards(out)
   ids = sorted(source[i]["clip_id"] for i in range(len(source)))
   assert ids == [f"synth_{i:05d}" for i in range(NUM_GOOD)]
+  store = frame_store.FrameStore(out)  # the training layout, complete after a resume
+  assert sorted(store[i]["clip_id"] for i in range(len(store))) == ids
   entries = manifest.load_manifest(out)
   assert len({manifest.input_key(e) for e in entries}) == len(entries)
   assert not list(out.rglob("*.tmp"))

@@ -55,27 +55,31 @@ def _run_check() -> None:
   tx = gradient_recorder.record_gradients()
   dtype = np.float64
   mel = rng.normal(size=(b, 80, 16, 1)).astype(dtype)
-  syncnet_batch = {"mel": mel, "faces": rng.random((b, s // 2, s, 15)).astype(dtype),
+  # Images as the input pipeline sends them: uint8, scaled inside the sharded steps.
+  pixels = lambda *shape: rng.integers(0, 256, shape, dtype=np.uint8)
+  syncnet_batch = {"mel": mel, "lower_halves": pixels(b, t, s // 2, s, 3),
                    "label": (np.arange(b) % 2).astype(dtype)}
-  generator_batch = {"inputs": rng.random((b, t, s, s, 6)).astype(dtype),
+  generator_batch = {"target": pixels(b, t, s, s, 3), "reference": pixels(b, t, s, s, 3),
                      "mel_chunks": rng.normal(size=(b, t, 80, 16, 1)).astype(dtype),
-                     "sync_mel": mel, "target": rng.random((b, t, s, s, 3)).astype(dtype)}
+                     "sync_mel": mel}
+  init_faces = np.zeros((1, s, s, 6), dtype)  # generator input; SyncNet's lower halves:
+  init_halves = np.zeros((1, s // 2, s, 15), dtype)
   syncnet = SyncNet(width_multiplier=0.25, dtype=dtype, param_dtype=dtype)
   generator = _tiny_generator(dtype)
   discriminator = QualityDiscriminator(dtype=dtype, param_dtype=dtype)
   key = jax.random.key(0)
   syncnet_state = state_lib.SyncNetTrainState(
       step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(1),
-      syncnet=state_lib.init_model_state(syncnet, tx, key, (mel[:1], syncnet_batch["faces"][:1])))
+      syncnet=state_lib.init_model_state(syncnet, tx, key, (mel[:1], init_halves)))
   expert = {"expert": state_lib.jit_init(syncnet)(jax.random.key(1), mel[:1],
-                                            syncnet_batch["faces"][:1])}
+                                            init_halves)}
   gen_state = state_lib.GeneratorTrainState(
       step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(2),
       generator=state_lib.init_model_state(
           generator, tx, jax.random.key(2),
-          (generator_batch["mel_chunks"][:1, 0], generator_batch["inputs"][:1, 0])),
+          (generator_batch["mel_chunks"][:1, 0], init_faces)),
       discriminator=state_lib.init_model_state(
-          discriminator, tx, jax.random.key(3), (generator_batch["target"][:1, 0],)),
+          discriminator, tx, jax.random.key(3), (init_faces[..., :3],)),
       sync_weight=jnp.asarray(0.03, jnp.float32))
   # The train state keeps float32 weights; widen every float.
   widen = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x

@@ -86,7 +86,8 @@ def _tiny_generator_step(img_size: int, batch, expert):
   state = state_lib.GeneratorTrainState(
       step=jnp.zeros((), jnp.int32), rng=state_lib.new_rng(0),
       generator=state_lib.init_model_state(
-          generator, tx, jax.random.key(2), (batch["mel_chunks"][:, 0], batch["inputs"][:, 0])),
+          generator, tx, jax.random.key(2),
+          (batch["mel_chunks"][:, 0], np.zeros((1, img_size, img_size, 6), np.float32))),
       discriminator=None, sync_weight=jnp.asarray(0.03, jnp.float32))
   # -O0: compiling dominates these tests' time.
   step = jax.jit(steps.make_generator_train_step(generator, tx, expert, None, None, 0.0, 0.0),
@@ -104,13 +105,13 @@ def _pil_bicubic(frames: np.ndarray, size: int) -> np.ndarray:
 def generator_setup():
   rng = np.random.default_rng(0)
   b, t, s = 1, 5, 96
-  batch = {"inputs": rng.random((b, t, s, s, 6), np.float32),
+  batch = {"target": rng.integers(0, 256, (b, t, s, s, 3), np.uint8),
+           "reference": rng.integers(0, 256, (b, t, s, s, 3), np.uint8),
            "mel_chunks": rng.normal(size=(b, t, 80, 16, 1)).astype(np.float32),
-           "sync_mel": rng.normal(size=(b, 80, 16, 1)).astype(np.float32),
-           "target": rng.random((b, t, s, s, 3), np.float32)}
+           "sync_mel": rng.normal(size=(b, 80, 16, 1)).astype(np.float32)}
   expert = SyncNet()
-  frozen = {"expert": state_lib.jit_init(expert)(jax.random.key(1), batch["sync_mel"],
-                                           steps.lower_half_stack(batch["target"]))}
+  frozen = {"expert": state_lib.jit_init(expert)(
+      jax.random.key(1), batch["sync_mel"], steps.lower_half_stack(batch["target"] / 255.0))}
   step, state = _tiny_generator_step(s, batch, expert)
   return step, state, frozen, batch
 
@@ -120,7 +121,8 @@ def test_generator_step_combines_losses_and_updates(generator_setup):
   new_state, metrics, generated = step(state, frozen, batch)
   np.testing.assert_allclose(metrics["loss"], 0.97 * metrics["l1"] + 0.03 * metrics["sync"],
                              rtol=1e-6)
-  np.testing.assert_allclose(metrics["l1"], np.mean(np.abs(generated - batch["target"])),
+  np.testing.assert_allclose(metrics["l1"],
+                             np.mean(np.abs(generated - batch["target"] / np.float32(255))),
                              rtol=1e-5)
   assert generated.shape == batch["target"].shape and metrics["skipped"] == 0
   assert 0.0 <= metrics["sync_accuracy"] <= 1.0
@@ -144,12 +146,14 @@ def test_resize_for_expert_is_pil_bicubic(size, expert_size):
 
 def test_a_smaller_generator_is_judged_by_the_expert_at_its_size(generator_setup):
   _, _, frozen, batch = generator_setup
-  small = {k: (v[:, :, ::2, ::2] if k in ("inputs", "target") else v) for k, v in batch.items()}
+  small = {k: (v[:, :, ::2, ::2] if k in ("reference", "target") else v)
+           for k, v in batch.items()}
   expert = SyncNet()
   step, state = _tiny_generator_step(48, small, expert)
   _, metrics, generated = step(state, frozen, small)
   assert generated.shape == small["target"].shape
-  np.testing.assert_allclose(metrics["l1"], np.mean(np.abs(generated - small["target"])),
+  np.testing.assert_allclose(metrics["l1"],
+                             np.mean(np.abs(generated - small["target"] / np.float32(255))),
                              rtol=1e-5)
   # The expert sees the frames at 96 px, resized as PIL resizes them.
   upsampled = np.clip(_pil_bicubic(np.asarray(generated)[0], 96), 0.0, 1.0)[None]
@@ -161,9 +165,29 @@ def test_a_smaller_generator_is_judged_by_the_expert_at_its_size(generator_setup
 
 def test_generator_step_skips_a_non_finite_update(generator_setup):
   step, state, frozen, batch = generator_setup
-  poisoned = dict(batch, target=np.full_like(batch["target"], np.nan))
+  poisoned = dict(batch, target=np.full(batch["target"].shape, np.nan, np.float32))
   new_state, metrics, _ = step(state, frozen, poisoned)
   assert np.isnan(metrics["l1"]) and metrics["skipped"] == 1
   assert int(new_state.step) == 1
   jax.tree.map(np.testing.assert_array_equal, (state.generator, state.sync_weight),
                (new_state.generator, new_state.sync_weight))
+
+
+def test_device_batch_scales_and_masks_on_the_device():
+  rng = np.random.default_rng(3)
+  target = rng.integers(0, 256, (2, 5, 6, 4, 3), np.uint8)
+  reference = rng.integers(0, 256, (2, 5, 6, 4, 3), np.uint8)
+  batch = jax.jit(steps.device_batch)({"target": target, "reference": reference,
+                                       "mel_chunks": np.ones((2, 5, 80, 16, 1), np.float32)})
+  expected_target = target.astype(np.float32) / 255
+  masked = expected_target.copy()
+  masked[:, :, 3:] = 0  # rows H/2.. of every frame
+  np.testing.assert_array_equal(batch["target"], expected_target)
+  np.testing.assert_array_equal(batch["inputs"],
+                                np.concatenate([masked, reference / np.float32(255)], -1))
+  halves = rng.integers(0, 256, (2, 5, 3, 4, 3), np.uint8)  # (B, T, H/2, W, 3)
+  faces = steps.device_batch({"lower_halves": halves})["faces"]
+  for t in range(5):  # frame t in channels 3t..3t+2, as Wav2Lip's torch.cat(..., 1)
+    np.testing.assert_array_equal(faces[..., 3 * t:3 * t + 3], halves[:, t] / np.float32(255))
+  floats = rng.random((2, 3, 4, 15)).astype(np.float32)  # float images pass unchanged
+  np.testing.assert_array_equal(steps.device_batch({"faces": floats})["faces"], floats)
