@@ -15,8 +15,8 @@ finished clips, training resumes from its checkpoints):
      = the frame half a clip away; generated at 48 px and resized to the crops' 96),
      scored by `demo.metrics` (mouth L1, PSNR, mouth-open error; also the
      generator fed audio 20 frames late, whose mouths are no worse than with the real
-     audio unless it follows the audio) and LSE-D/LSE-C
-     (`lipsync_jax.evaluation`, the demo's SyncNet) against real and shifted audio; one
+     audio unless it follows the audio) and expert sync scores (`lipsync_jax.evaluation`,
+     the demo's SyncNet; not the published LSE) against real and shifted audio; one
      held-out face lip-synced to another clip's audio with `inference.LipsyncJob` ->
      `lipsync.mp4`.
 Outputs under --workdir: clips/, records/, syncnet/ and generator/ (checkpoints and
@@ -55,7 +55,7 @@ _GENERATOR_STEPS = flags.DEFINE_integer("generator_steps", None,
 _ABLATIONS = flags.DEFINE_bool(
     "ablations", False, "Also train and score one generator per ablation switch "
     "(use_cbam, use_semantic_alignment, use_ffc off; lpips_weight 0.07, the demo's is 0).")
-SHIFT_FRAMES = 20  # Beyond the +-15 frames LSE searches: out of sync at every offset.
+SHIFT_FRAMES = 20  # Beyond the +-15 frames the sync scores search: out of sync at every offset.
 ABLATIONS = {"no_cbam": ("model.kwargs.use_cbam", False),
              "no_semantic_alignment": ("model.kwargs.use_semantic_alignment", False),
              "no_ffc": ("model.kwargs.use_ffc", False),
@@ -220,7 +220,8 @@ def mouth_rows(clips, outputs: dict[str, list[np.ndarray]]) -> dict[str, dict[st
 
 
 def sync_rows(expert: checkpoints.SyncExpert, clips, generated) -> dict[str, dict[str, float]]:
-  """LSE-D / LSE-C (mean over clips) of real, shifted and generated audio-video pairs."""
+  """Expert sync scores (mean over clips; not the published LSE-D / LSE-C) of real, shifted
+  and generated audio-video pairs."""
   cases = {"real audio": [(c[0], c[1]) for c in clips],
            f"audio shifted {SHIFT_FRAMES} frames": [
                (c[0], demo_metrics.shifted_mel(c[1], SHIFT_FRAMES, c[2])) for c in clips],
@@ -229,8 +230,8 @@ def sync_rows(expert: checkpoints.SyncExpert, clips, generated) -> dict[str, dic
   for name, pairs in cases.items():
     scores = [evaluation.clip_sync_scores(expert.embed, faces, mel, clips[0][2])
               for faces, mel in pairs]
-    rows[name] = evaluation.summarize(scores, ("lse_d", "lse_c"))
-    rows[name]["in_sync_clips"] = sum(s["av_offset"] == 0 for s in scores)
+    rows[name] = evaluation.summarize(scores, ("expert_sync_d", "expert_sync_c"))
+    rows[name]["in_sync_clips"] = sum(s["expert_av_offset"] == 0 for s in scores)
   return rows
 
 
@@ -310,7 +311,8 @@ def format_report(table: dict, seconds: dict) -> str:
       "(mouth region; open_error in mouth.open units, 0 closed .. 1 wide)",
       evaluation.format_table(mouth, ("method", "mouth_l1", "mouth_psnr", "open_error")),
       f"generator beats copy-reference baseline: {table['generator_beats_baseline']}",
-      evaluation.format_table(sync, ("audio-video pair", "lse_d", "lse_c", "in_sync_clips")),
+      evaluation.format_table(sync, ("audio-video pair", "expert_sync_d", "expert_sync_c",
+                                     "in_sync_clips")),
       "wall time (s): " + ", ".join(f"{k} {v}" for k, v in seconds.items())])
 
 

@@ -27,7 +27,9 @@ import orbax.checkpoint as ocp
 
 from lipsync_jax import convert
 from lipsync_jax.errors import CheckpointError
+from lipsync_jax.models import inception
 from lipsync_jax.models import lpips
+from lipsync_jax.models import syncnet_v2
 from lipsync_jax.models.attn_wav2lip import AttnWav2Lip
 from lipsync_jax.models.syncnet import SyncNet
 from lipsync_jax.models.wav2lip import Wav2Lip
@@ -245,6 +247,68 @@ def load_syncnet(path: str | os.PathLike) -> SyncExpert:
   model = SyncNet(**fields)
   embed = jax.jit(lambda mel, halves: model.apply(variables, mel, halves, train=False))
   return SyncExpert(embed, model.img_size, order, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationNetwork:
+  """A jitted network of a published metric and `name`, which weights it holds."""
+  apply: Callable[..., Any]
+  name: str
+
+
+def _evaluation_variables(path: str | os.PathLike, model: str, what: str,
+                          command: str) -> tuple[PyTree, str]:
+  """(variables, name) of `model` from a PyTorch file or a converted folder only."""
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise CheckpointError(f"{path}: no such {what} file")
+  name = os.path.basename(os.path.normpath(path))
+  if os.path.isdir(path):
+    if not is_converted(path):
+      raise CheckpointError(f"{path}: not a {what} file nor a converted folder ({command})")
+    variables, metadata = restore_converted(path, (model,))
+    if metadata.get("source"):
+      name = f"{name} (from {metadata['source']})"
+    return variables, name
+  return convert.load_torch_checkpoint(path, model=model), name
+
+
+def load_syncnet_v2(path: str | os.PathLike) -> EvaluationNetwork:
+  """syncnet_python's SyncNet for the published LSE-D / LSE-C (`lipsync_jax.lse`).
+
+  Args:
+    path: the official `syncnet_v2.model` (a PyTorch state dict, read by our restricted
+      reader) or its `tools/convert_torch.py --model=syncnet_v2` folder.
+  Returns:
+    `apply(mfcc (B, 13, 20, 1), frames (B, 5, 224, 224, 3) BGR 0..255)
+    -> (audio_emb, lip_emb)`, each (B, 1024) float32.
+  Raises:
+    CheckpointError: missing, unreadable, or another network's weights.
+  """
+  variables, name = _evaluation_variables(
+      path, "syncnet_v2", "SyncNet v2 (syncnet_v2.model)",
+      "tools/convert_torch.py --model=syncnet_v2")
+  model = syncnet_v2.SyncNetV2()
+  return EvaluationNetwork(jax.jit(lambda mfcc, frames: model.apply(variables, mfcc, frames)),
+                           name)
+
+
+def load_inception(path: str | os.PathLike) -> EvaluationNetwork:
+  """pytorch-fid's InceptionV3 for FID (`evaluation.frechet_distance`).
+
+  Args:
+    path: pytorch-fid's `pt_inception-2015-12-05-*.pth` or its `tools/convert_torch.py
+      --model=inception_fid` folder.
+  Returns:
+    `apply(images (B, H, W, 3) RGB in [0, 1]) -> (B, 2048)` pool features.
+  Raises:
+    CheckpointError: missing, unreadable, or another network's weights.
+  """
+  variables, name = _evaluation_variables(
+      path, "inception_fid", "FID Inception (pt_inception-2015-12-05-*.pth)",
+      "tools/convert_torch.py --model=inception_fid")
+  model = inception.FIDInceptionV3()
+  return EvaluationNetwork(jax.jit(lambda images: model.apply(variables, images)), name)
 
 
 def load_lpips_variables(weights: str | None, backbone: str = "vgg16",

@@ -1,4 +1,5 @@
-"""PyTorch checkpoints -> flax variables for Wav2Lip, SyncNet, the discriminator and LPIPS.
+"""PyTorch checkpoints -> flax variables for Wav2Lip, SyncNet, the discriminator, LPIPS and
+the evaluation networks (syncnet_python's SyncNet v2, pytorch-fid's InceptionV3).
 
 The file is read by `lipsync_jax.torch_checkpoint.read_state_dict` (weights only, no torch,
 no arbitrary unpickling). Our flax modules name their submodules after the PyTorch attribute
@@ -15,6 +16,18 @@ ConvTranspose2d (Cin, Cout, kH, kW) -> (kH, kW, Cout, Cin) (the layout of
 `num_batches_tracked` buffers are ignored. Anything else that does not match raises
 `CheckpointMismatchError` naming the keys.
 
+The evaluation networks name their submodules after the PyTorch attributes too, each with
+its own key rule (`_EVALUATION_KEYS`):
+
+  params/lip_cnn/netcnnlip_4/kernel           <-  netcnnlip.4.weight       (syncnet_v2)
+  params/audio_head/netfcaud_3/kernel         <-  netfcaud.3.weight
+  params/Mixed_6b/branch7x7_1/conv/kernel     <-  Mixed_6b.branch7x7_1.conv.weight
+                                                                   (inception_fid)
+
+Dense kernels are (in, out) <- Linear (out, in) and Conv3d kernels (kT, kH, kW, I, O) <-
+(O, I, kT, kH, kW): every kernel is the PyTorch weight with its first two axes moved last
+and swapped. The FID Inception file's unused classifier (`fc.*`) is ignored.
+
 Saving and loading converted folders, and every other way a network is loaded, is
 `lipsync_jax.checkpoints`.
 """
@@ -30,13 +43,17 @@ import numpy as np
 from flax import traverse_util
 
 from lipsync_jax.errors import CheckpointError
+from lipsync_jax.models import inception
 from lipsync_jax.models import lpips
+from lipsync_jax.models import syncnet_v2
 from lipsync_jax.models.syncnet import SyncNet
 from lipsync_jax.models.wav2lip import QualityDiscriminator, Wav2Lip
 from lipsync_jax.torch_checkpoint import read_state_dict
 
-MODELS = ("wav2lip", "syncnet", "quality_discriminator", "lpips_vgg16")
+MODELS = ("wav2lip", "syncnet", "quality_discriminator", "lpips_vgg16", "syncnet_v2",
+          "inception_fid")
 _IGNORED_SUFFIX = ".num_batches_tracked"
+_IGNORED_PREFIXES = {"inception_fid": ("fc.", "AuxLogits.")}
 _MODULE_NAMES = {"conv": "conv_block.0", "bn": "conv_block.1"}
 _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
                "var": "running_var"}
@@ -56,6 +73,10 @@ def _flax_model(model: str) -> tuple[nn.Module, tuple[jax.ShapeDtypeStruct, ...]
     return SyncNet(), (mel, f32(1, 48, 96, 15))
   if model == "quality_discriminator":
     return QualityDiscriminator(), (f32(1, 96, 96, 3),)
+  if model == "syncnet_v2":
+    return syncnet_v2.SyncNetV2(), (f32(1, 13, 20, 1), f32(1, 5, 224, 224, 3))
+  if model == "inception_fid":
+    return inception.FIDInceptionV3(), (f32(1, 299, 299, 3),)
   raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
 
 
@@ -75,12 +96,32 @@ def torch_key(collection: str, path: tuple[str, ...]) -> str:
   return ".".join(parts + [_LEAF_NAMES[leaf]])
 
 
+def _syncnet_v2_key(collection: str, path: tuple[str, ...]) -> str:
+  """`(audio_cnn, netcnnaud_4, scale)` -> `netcnnaud.4.weight` (the outer name is dropped)."""
+  module = re.fullmatch(r"(net\w+?)_(\d+)", path[-2])
+  if module is None:
+    raise ValueError(f"no PyTorch name for flax variable {collection}/{'/'.join(path)}")
+  return f"{module[1]}.{module[2]}.{_LEAF_NAMES[path[-1]]}"
+
+
+def _verbatim_key(collection: str, path: tuple[str, ...]) -> str:
+  """`(Mixed_5b, branch1x1, bn, mean)` -> `Mixed_5b.branch1x1.bn.running_mean`."""
+  return ".".join(path[:-1] + (_LEAF_NAMES[path[-1]],))
+
+
+_EVALUATION_KEYS = {"syncnet_v2": _syncnet_v2_key, "inception_fid": _verbatim_key}
+
+
 def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-  """PyTorch shape of a flax variable: 4-d kernels are (kH, kW, a, b) -> (b, a, kH, kW)."""
-  if len(shape) == 4:
-    kh, kw, a, b = shape
-    return (b, a, kh, kw)
+  """PyTorch shape of a flax kernel (*spatial, in, out) -> (out, in, *spatial)."""
+  if len(shape) >= 2:
+    return (shape[-1], shape[-2], *shape[:-2])
   return tuple(shape)
+
+
+def _flax_kernel(weight: np.ndarray) -> np.ndarray:
+  """PyTorch (out, in, *spatial) -> flax (*spatial, in, out)."""
+  return weight.transpose(*range(2, weight.ndim), 1, 0)
 
 
 def _summary(items: list[str], limit: int = 8) -> str:
@@ -94,7 +135,7 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], model: str,
 
   Args:
     state_dict: key -> array, as returned by `read_state_dict`.
-    model: "wav2lip", "syncnet" or "quality_discriminator".
+    model: "wav2lip", "syncnet", "quality_discriminator", "syncnet_v2" or "inception_fid".
     source: where the dict came from, for error messages.
   Returns:
     {"params": ..., "batch_stats": ...} of float32 jax arrays ("batch_stats" is empty for
@@ -104,17 +145,22 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], model: str,
   """
   module, inputs = _flax_model(model)
   shapes = jax.eval_shape(module.init, jax.random.key(0), *inputs)
+  key_of = _EVALUATION_KEYS.get(model, torch_key)
   expected = {}
   for collection in ("params", "batch_stats"):
     for path, leaf in traverse_util.flatten_dict(dict(shapes.get(collection, {}))).items():
-      expected[torch_key(collection, path)] = (collection, path, tuple(leaf.shape))
-  given = {k: v for k, v in state_dict.items() if not k.endswith(_IGNORED_SUFFIX)}
+      shape = tuple(leaf.shape)
+      expected[key_of(collection, path)] = (collection, path,
+                                            _torch_shape(shape) if path[-1] == "kernel" else shape)
+  ignored = _IGNORED_PREFIXES.get(model, ())
+  given = {k: v for k, v in state_dict.items()
+           if not k.endswith(_IGNORED_SUFFIX) and not k.startswith(ignored)}
   missing = sorted(set(expected) - set(given))
   unexpected = sorted(set(given) - set(expected))
   mismatched = sorted(
-      f"{key} {tuple(np.shape(given[key]))} != expected {_torch_shape(shape)}"
+      f"{key} {tuple(np.shape(given[key]))} != expected {shape}"
       for key, (_, _, shape) in expected.items()
-      if key in given and tuple(np.shape(given[key])) != _torch_shape(shape))
+      if key in given and tuple(np.shape(given[key])) != shape)
   if missing or unexpected or mismatched:
     problems = [f"{label} [{_summary(keys)}]" for label, keys in
                 (("missing keys", missing), ("unexpected keys", unexpected),
@@ -124,8 +170,8 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], model: str,
   flat = {"params": {}, "batch_stats": {}}
   for key, (collection, path, _) in expected.items():
     array = np.asarray(given[key], dtype=np.float32)
-    if array.ndim == 4:
-      array = array.transpose(2, 3, 1, 0)
+    if path[-1] == "kernel":
+      array = _flax_kernel(array)
     flat[collection][path] = jnp.asarray(array)
   return {collection: traverse_util.unflatten_dict(leaves) for collection, leaves in flat.items()}
 

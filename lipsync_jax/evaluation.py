@@ -1,18 +1,28 @@
-"""Evaluation metrics: LSE-D / LSE-C (SyncNet protocol), PSNR, SSIM, LPIPS.
+"""Evaluation metrics: expert sync scores, FID, PSNR, SSIM, LPIPS.
 
-Images are float arrays NHWC in [0, 1]. The sync metrics follow the protocol of
-syncnet_python as used by Wav2Lip's evaluation: every 5-frame video window and every
-audio window is embedded by a SyncNet; for each offset in -max_offset..+max_offset frames
-the pair distances are averaged over the clip (windows shifted past the clip end are
-compared with zero vectors, as the protocol's zero padding does). LSE-D is the smallest
-mean distance, LSE-C the median of the mean distances minus that minimum.
+Images are float arrays NHWC in [0, 1].
+
+Expert sync scores (`expert_sync_d`, `expert_sync_c`) follow the offset search of
+syncnet_python with a Wav2Lip-style lip-sync expert (`models.SyncNet`: mel input,
+L2-normalised embeddings, distances <= 2): every 5-frame video window and every audio
+window is embedded; for each offset in -max_offset..+max_offset frames the pair distances
+are averaged over the clip (windows shifted past the clip end are compared with zero
+vectors, as the protocol's zero padding does); `expert_sync_d` is the smallest mean
+distance, `expert_sync_c` the median of the mean distances minus that minimum. They are
+NOT the published LSE-D / LSE-C, which need syncnet_python's SyncNet v2 and its exact
+protocol: `lipsync_jax.lse`.
+
+FID: the Fréchet distance between Gaussians fitted to pytorch-fid Inception pool features
+(`checkpoints.load_inception`) of two sets of frames (`frechet_distance`).
 """
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 
 from lipsync_jax import audio
 from lipsync_jax import errors
@@ -88,16 +98,17 @@ def offset_distances(audio_emb: np.ndarray, video_emb: np.ndarray,
 
 
 def sync_scores(mean_dists: np.ndarray) -> dict[str, float]:
-  """LSE-D, LSE-C and the best offset from `offset_distances`' output.
+  """Expert sync distance, confidence and best offset from `offset_distances`' output.
 
-  `av_offset` k means video window i matches audio window i + k best: k > 0 when the
-  audio lags the video by k frames.
+  Returns {"expert_sync_d", "expert_sync_c", "expert_av_offset"}: `expert_av_offset` k
+  means video window i matches audio window i + k best: k > 0 when the audio lags the
+  video by k frames.
   """
   max_offset = (len(mean_dists) - 1) // 2
   best = int(np.argmin(mean_dists))
-  lse_d = float(mean_dists[best])
-  return {"lse_d": lse_d, "lse_c": float(np.median(mean_dists) - lse_d),
-          "av_offset": best - max_offset}
+  sync_d = float(mean_dists[best])
+  return {"expert_sync_d": sync_d, "expert_sync_c": float(np.median(mean_dists) - sync_d),
+          "expert_av_offset": best - max_offset}
 
 
 def sync_windows(faces: np.ndarray, mel: np.ndarray, fps: float
@@ -141,7 +152,7 @@ def embed_sync_windows(syncnet_fn: Callable[[Any, Any], tuple[Any, Any]],
 def clip_sync_scores(syncnet_fn: Callable[[Any, Any], tuple[Any, Any]], faces: np.ndarray,
                      mel: np.ndarray, fps: float, max_offset: int = 15,
                      batch_size: int = 64) -> dict[str, float]:
-  """LSE-D, LSE-C and best offset of one clip. faces (T, H, W, 3) in [0, 1]."""
+  """Expert sync scores (`sync_scores`) of one clip. faces (T, H, W, 3) in [0, 1]."""
   mels, halves = sync_windows(faces, mel, fps)
   audio_emb, video_emb = embed_sync_windows(syncnet_fn, mels, halves, batch_size)
   return sync_scores(offset_distances(audio_emb, video_emb, max_offset))
@@ -174,6 +185,76 @@ def clip_image_metrics(generated: np.ndarray, reference: np.ndarray,
           for name, values in metrics.items() if values}
 
 
+def inception_features(inception_fn: Callable[[Any], Any], frames: Iterable[np.ndarray],
+                       batch_size: int = 32) -> np.ndarray:
+  """(N, 2048) float64 pool features of uint8 (H, W, 3) RGB frames, all of one size.
+
+  `inception_fn(images (B, H, W, 3) in [0, 1]) -> (B, 2048)` (`checkpoints.load_inception`)
+  always sees `batch_size` images (the last batch padded), so a jitted one compiles once.
+  """
+  features, batch = [], []
+
+  def flush():
+    valid = len(batch)
+    images = np.stack(batch + batch[-1:] * (batch_size - valid)).astype(np.float32) / 255.0
+    features.append(np.asarray(inception_fn(images), np.float64)[:valid])
+    batch.clear()
+
+  for frame in frames:
+    batch.append(np.asarray(frame))
+    if len(batch) == batch_size:
+      flush()
+  if batch:
+    flush()
+  if not features:
+    raise EvaluationError("FID: no frames")
+  return np.concatenate(features)
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(mean (D,), covariance (D, D)) of features (N, D), N >= 2: pytorch-fid's
+  `np.mean(axis=0)` and `np.cov(rowvar=False)` (divides by N - 1)."""
+  features = np.asarray(features, np.float64)
+  if features.ndim != 2 or len(features) < 2:
+    raise EvaluationError(f"FID needs at least 2 frames per set, got {len(features)}")
+  return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
+                     sigma2: np.ndarray, eps: float = 1e-6) -> float:
+  """||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 sqrtm(sigma1 sigma2)), as pytorch-fid.
+
+  When the product's square root is not finite (singular covariances: fewer frames than
+  dimensions) eps is added to both diagonals and it is taken again; an imaginary part
+  (numerical noise) is dropped unless a diagonal entry's exceeds 1e-3.
+
+  Raises:
+    EvaluationError: a significant imaginary component.
+  """
+  mu1, mu2 = (np.atleast_1d(m).astype(np.float64) for m in (mu1, mu2))
+  sigma1, sigma2 = (np.atleast_2d(s).astype(np.float64) for s in (sigma1, sigma2))
+  if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+    raise EvaluationError(f"FID: statistics of different shapes {mu1.shape} / {mu2.shape}")
+  diff = mu1 - mu2
+  with warnings.catch_warnings():  # singular products are expected and handled below
+    warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+      offset = np.eye(sigma1.shape[0]) * eps
+      covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+  if np.iscomplexobj(covmean):
+    if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+      raise EvaluationError(f"FID: imaginary component {np.max(np.abs(covmean.imag)):g} in "
+                            "the square root of the covariance product")
+    covmean = covmean.real
+  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
+  """FID between two sets of Inception pool features (N, 2048) and (M, 2048)."""
+  return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))
+
+
 def sync_crops(frames: np.ndarray, boxes: np.ndarray, size: int,
                channel_order: str = "rgb") -> np.ndarray:
   """float32 (T, size, size, 3) face crops in [0, 1] in `channel_order`, for a SyncNet."""
@@ -182,7 +263,7 @@ def sync_crops(frames: np.ndarray, boxes: np.ndarray, size: int,
 
 
 def summarize(clips: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, float]:
-  """Mean of each of `keys` over the clips that have it (LSE-D/LSE-C are clip averages)."""
+  """Mean of each of `keys` over the clips that have it (sync scores are clip averages)."""
   summary = {}
   for key in keys:
     values = [clip[key] for clip in clips if clip.get(key) is not None]

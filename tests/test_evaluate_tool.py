@@ -1,9 +1,10 @@
-"""LSE with a sync model trained on synthetic clips; tools/evaluate.py against references.
+"""Expert sync scores with a sync model trained on synthetic clips; tools/evaluate.py's
+expert, PSNR, SSIM and LPIPS against references (the published LSE: tests/test_lse.py).
 
 Training the real SyncNet (16 M parameters) takes about 4 s per batch of 16 on these CPUs,
-too slow for a test. The LSE protocol is checked with a small audio/face embedding trained
-here in seconds on synthetic clips; tools/evaluate.py with an official-layout SyncNet `.pth`
-(random weights, BGR) is checked against the protocol computed on the PyTorch SyncNet.
+too slow for a test. The offset search is checked with a small audio/face embedding trained
+here in seconds on synthetic clips; tools/evaluate.py with an official-layout expert `.pth`
+(random weights, BGR) is checked against the search computed on the PyTorch SyncNet.
 """
 
 import json
@@ -114,38 +115,38 @@ def _shifted_mel(wav, frames):
 
 
 @pytest.mark.parametrize("seed", [100, 101])
-def test_lse_ranks_real_above_shifted_and_finds_offset(sync_fn, seed):
+def test_expert_sync_ranks_real_above_shifted_and_finds_offset(sync_fn, seed):
   clip, crops, mel = _clip_inputs(seed)  # held out: not a training seed
   real = evaluation.clip_sync_scores(sync_fn, crops, mel, FPS)
   # Vowels last several frames, so a small model may be one frame off on a clip (1 in 10
   # held-out clips when this was written); the shift it must find exactly.
-  assert abs(real["av_offset"]) <= 1
+  assert abs(real["expert_av_offset"]) <= 1
   for k in (3, -4):
     assert evaluation.clip_sync_scores(sync_fn, crops, _shifted_mel(clip.wav, k),
-                                       FPS)["av_offset"] == real["av_offset"] + k
+                                       FPS)["expert_av_offset"] == real["expert_av_offset"] + k
   far_mel = _shifted_mel(clip.wav, 20)  # beyond the searched offsets
-  # At offset 0, in-sync pairs are closer than out-of-sync ones. (LSE-D itself, the
+  # At offset 0, in-sync pairs are closer than out-of-sync ones. (expert_sync_d itself, the
   # minimum over offsets, is not compared: offsets past the clip end meet zero vectors at
   # distance 1, nearer than this embedding's unrelated pairs.)
-  at_zero = [evaluation.clip_sync_scores(sync_fn, crops, m, FPS, max_offset=0)["lse_d"]
+  at_zero = [evaluation.clip_sync_scores(sync_fn, crops, m, FPS, max_offset=0)["expert_sync_d"]
              for m in (mel, far_mel)]
   assert at_zero[0] < at_zero[1]
   # The same shift inside a narrower search range is out of sync as well.
   narrow = evaluation.clip_sync_scores(sync_fn, crops, _shifted_mel(clip.wav, 3), FPS,
                                        max_offset=1)
-  assert narrow["lse_c"] < real["lse_c"]
+  assert narrow["expert_sync_c"] < real["expert_sync_c"]
 
 
-def test_lse_c_ranks_real_above_far_shifted_audio_over_held_out_clips(sync_fn):
+def test_expert_sync_c_ranks_real_above_far_shifted_audio_over_held_out_clips(sync_fn):
   """Per clip the small model's confidence is noisy (it ranks real above +20-frame-shifted
   audio on 8 of the 10 held-out clips 100-109 when this was written); over six clips the
   mean ranks them and most clips agree."""
   real, far = [], []
   for seed in range(100, 106):
     clip, crops, mel = _clip_inputs(seed)
-    real.append(evaluation.clip_sync_scores(sync_fn, crops, mel, FPS)["lse_c"])
+    real.append(evaluation.clip_sync_scores(sync_fn, crops, mel, FPS)["expert_sync_c"])
     far.append(evaluation.clip_sync_scores(sync_fn, crops, _shifted_mel(clip.wav, 20),
-                                           FPS)["lse_c"])
+                                           FPS)["expert_sync_c"])
   assert np.mean(real) > 1.5 * np.mean(far)
   assert sum(r > f for r, f in zip(real, far)) >= 4
 
@@ -176,7 +177,7 @@ def dataset(tmp_path_factory):
   return {"root": root, "clip": clip, "syncnet": syncnet}
 
 
-def _torch_lse(syncnet, crops, mel, max_offset):
+def _torch_expert_sync(syncnet, crops, mel, max_offset):
   """The protocol written out directly on the PyTorch SyncNet: embed every window of BGR
   lower halves, loop over offsets with zero vectors outside the clip."""
   n = len(crops) - 4
@@ -200,17 +201,21 @@ def _torch_lse(syncnet, crops, mel, max_offset):
 def test_tool_metrics_match_independent_references(tool, dataset, capsys):
   root = dataset["root"]
   output = root / "eval.json"
-  assert tool.run(f"--generated={root / 'generated'}",
-                  f"--syncnet={root / 'lipsync_expert.pth'}",
+  assert tool.run(f"--videos={root / 'generated'}",
+                  f"--expert={root / 'lipsync_expert.pth'}",
                   f"--reference={root / 'truth'}", "--lpips_backbone=random",
-                  "--max_offset=4", "--batch_size=16", f"--output={output}") == 0
+                  "--max_offset=4", "--batch_size=16", f"--json_out={output}") == 0
   printed = capsys.readouterr().out
   result = json.loads(output.read_text())
-  assert result["syncnet"] == "lipsync_expert.pth" and "SyncNet: lipsync_expert.pth" in printed
-  assert result["syncnet_channel_order"] == "bgr"
+  assert result["models"]["expert"].startswith("lipsync_expert.pth (Wav2Lip-style")
+  assert "expert_sync_d / expert_sync_c by lipsync_expert.pth" in printed
+  assert "not the published LSE-D" in printed
+  assert not any(line.startswith("LSE-") for line in printed.splitlines())
+  assert result["expert_channel_order"] == "bgr"
   assert tool.module.RANDOM_LPIPS_WARNING in result["warnings"]
   assert "WARNING: " + tool.module.RANDOM_LPIPS_WARNING in printed and "mean of 1" in printed
-  (scores,) = result["clips"]
+  (scores,) = result["videos"]
+  assert scores["video"] == "a.mp4" and "lse_d" not in scores
   assert scores["box_source"] == str(root / "truth" / "a.json")  # the reference's sidecar
 
   generated, _ = video.read_video(root / "generated" / "a.mp4")
@@ -230,34 +235,35 @@ def test_tool_metrics_match_independent_references(tool, dataset, capsys):
   assert scores["psnr"] == pytest.approx(psnr, rel=1e-4)
   assert scores["ssim"] == pytest.approx(ssim, abs=1e-4)
   assert scores["lpips"] == pytest.approx(float(lpips_value), rel=1e-3)
-  assert result["summary"]["psnr"] == pytest.approx(scores["psnr"])
+  assert result["mean"]["psnr"] == pytest.approx(scores["psnr"])
 
   mel = audio.melspectrogram(audio.load_audio(root / "generated" / "a.mp4"))
-  lse_d, lse_c, offset = _torch_lse(dataset["syncnet"], x.astype(np.float32), mel, 4)
-  assert scores["lse_d"] == pytest.approx(lse_d, rel=1e-4)
-  assert scores["lse_c"] == pytest.approx(lse_c, abs=2e-4)
-  assert scores["av_offset"] == offset
+  sync_d, sync_c, offset = _torch_expert_sync(dataset["syncnet"], x.astype(np.float32), mel, 4)
+  assert scores["expert_sync_d"] == pytest.approx(sync_d, rel=1e-4)
+  assert scores["expert_sync_c"] == pytest.approx(sync_c, abs=2e-4)
+  assert scores["expert_av_offset"] == offset
 
 
-@pytest.mark.parametrize("case", ["missing syncnet", "missing clip", "no ground truth",
-                                  "generator as syncnet"])
+@pytest.mark.parametrize("case", ["missing expert", "missing clip", "no ground truth",
+                                  "generator as expert"])
 def test_tool_errors(tool, dataset, tmp_path, capsys, case):
   root = dataset["root"]
-  args = {"--generated": str(root / "generated"), "--syncnet": str(root / "lipsync_expert.pth"),
+  # --generated and --output: the old names of --videos and --json_out, still accepted.
+  args = {"--generated": str(root / "generated"), "--expert": str(root / "lipsync_expert.pth"),
           "--output": str(tmp_path / "eval.json")}
-  expected = {"missing syncnet": "nope: no such SyncNet checkpoint",
+  expected = {"missing expert": "nope: no such SyncNet checkpoint",
               "missing clip": "nope.mp4: no such clip or folder",
               "no ground truth": "a.mp4: no ground truth for",
-              "generator as syncnet": "holds a 'attn_wav2lip', not one of"}[case]
-  if case == "missing syncnet":
-    args["--syncnet"] = str(tmp_path / "nope")
+              "generator as expert": "holds a 'attn_wav2lip', not one of"}[case]
+  if case == "missing expert":
+    args["--expert"] = str(tmp_path / "nope")
   elif case == "missing clip":
     args["--generated"] = str(tmp_path / "nope.mp4")
   elif case == "no ground truth":
     args["--reference"] = str(tmp_path)
   else:
     lipsync_fixtures.save_tiny_generator(str(tmp_path / "generator"))
-    args["--syncnet"] = str(tmp_path / "generator")
+    args["--expert"] = str(tmp_path / "generator")
   before = set(os.listdir(tmp_path))
   assert tool.run(*[f"{k}={v}" for k, v in args.items()]) == 1
   lines = capsys.readouterr().err.splitlines()
@@ -275,13 +281,13 @@ def test_converted_syncnet_name_and_channel_order(tmp_path):
 def test_tool_detector_boxes_and_whole_frames(tool, dataset):
   root = dataset["root"]
   output = root / "eval_frames.json"
-  assert tool.run(f"--generated={root / 'generated' / 'a.mp4'}",
-                  f"--syncnet={root / 'lipsync_expert.pth'}", f"--reference={root / 'truth'}",
+  assert tool.run(f"--videos={root / 'generated' / 'a.mp4'}",
+                  f"--expert={root / 'lipsync_expert.pth'}", f"--reference={root / 'truth'}",
                   "--detect", "--region=frame", "--max_offset=2", "--batch_size=16",
-                  f"--output={output}") == 0
+                  f"--json_out={output}") == 0
   result = json.loads(output.read_text())
-  (scores,) = result["clips"]
-  assert scores["box_source"] == "detector" and -2 <= scores["av_offset"] <= 2
+  (scores,) = result["videos"]
+  assert scores["box_source"] == "detector" and -2 <= scores["expert_av_offset"] <= 2
   assert "lpips" not in scores and "no --lpips_weights: LPIPS not computed" in result["warnings"]
   x = video.read_video(root / "generated" / "a.mp4")[0].astype(np.float64) / 255
   y = video.read_video(root / "truth" / "a.mp4")[0].astype(np.float64) / 255

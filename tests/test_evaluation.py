@@ -51,8 +51,8 @@ def test_sync_scores_find_known_offset(shift):
   video = base[20:40]
   audio = base[20 - shift:40 - shift]  # video window i matches audio window i + shift
   scores = evaluation.sync_scores(evaluation.offset_distances(audio, video, max_offset=6))
-  assert scores["av_offset"] == shift
-  assert scores["lse_c"] > 0.5
+  assert scores["expert_av_offset"] == shift
+  assert scores["expert_sync_c"] > 0.5
 
 
 def test_sync_windows_layout():

@@ -1,23 +1,31 @@
-r"""Scores lip-synced clips: LSE-D / LSE-C with any SyncNet; PSNR, SSIM, LPIPS vs ground truth.
+r"""Scores lip-synced videos: the published LSE-D / LSE-C and FID, PSNR, SSIM, LPIPS, expert sync.
 
-  python tools/evaluate.py --generated=results/ --syncnet=checkpoints/syncnet_flax \
-      [--reference=data/test_videos/] [--lpips_weights=checkpoints/lpips_vgg16] \
-      --output=results/eval.json
+  python tools/evaluate.py --videos=results/ --lse_model=syncnet_v2.model \
+      [--protocol=lrs|real_videos] [--reference=data/test_videos/ \
+      --fid_model=pt_inception-2015-12-05-6726825d.pth --lpips_weights=ckpt/lpips_vgg16] \
+      [--expert=lipsync_expert.pth] --json_out=scores.json
 
---generated: mp4 files and/or folders of them (with their audio muxed in, as tools/infer.py
-writes them). --syncnet: an official `lipsync_expert.pth`, a tools/convert_torch.py folder
-or a SyncNet training workdir; its name is recorded with the numbers (Wav2Lip's paper
-numbers use the original SyncNet of Chung & Zisserman, which these are not). Face crops come
-from a `<stem>.json` sidecar ("boxes") of the clip, else of its reference, else from the
-face detector; padded by --pads like inference. LSE: for each offset in
--max_offset..+max_offset frames the mean SyncNet distance over the clip; LSE-D is the
-minimum, LSE-C the median minus the minimum, av_offset where the minimum is (> 0: the
-audio lags). With --reference (a folder holding videos of the same names) PSNR, SSIM and,
-with --lpips_weights (a converted lpips_vgg16 folder or a VGG16 .pth), LPIPS are averaged
-over the frames of the face crops (--region=face) or whole frames; --lpips_backbone=random
-is for smoke tests only and is flagged in the output. Writes one JSON (per clip and
-summary) and prints a table. Any error: one line on stderr, exit code 1, no output. The
-console shows the detector's progress and the table only (--verbosity=0 adds the logs).
+--videos: mp4 files and/or folders of them (audio muxed in, as tools/infer.py writes them).
+Each metric is computed only when what it needs is given, and the printed table names the
+model behind each number:
+- LSE-D, LSE-C, offset (--lse_model: syncnet_python's `syncnet_v2.model` or its
+  tools/convert_torch.py folder): Wav2Lip's evaluation/scores_LSE protocol
+  (`lipsync_jax.lse`): --protocol=lrs scores whole frames (LRS2-style face-crop videos,
+  calculate_scores_LRS), --protocol=real_videos tracks and crops the face first
+  (calculate_scores_real_videos; our face detector, not S3FD). These are the numbers
+  papers publish; offset > 0: the audio leads.
+- FID (--fid_model: pytorch-fid's `pt_inception-2015-12-05-*.pth` or its converted folder;
+  needs --reference): over all frames of the videos vs all frames of their references.
+- PSNR, SSIM and, with --lpips_weights, LPIPS (needs --reference: a folder of ground-truth
+  videos with the same file names), averaged over frames of the face crops
+  (--region=face) or whole frames; --lpips_backbone=random is for smoke tests only.
+- expert_sync_d / expert_sync_c / expert_av_offset (--expert: a Wav2Lip-style lip-sync
+  expert, e.g. `lipsync_expert.pth`, a converted folder or our SyncNet workdir): the same
+  offset search with that expert; NOT comparable with published LSE numbers.
+Face crops (--region=face, --expert) come from a `<stem>.json` sidecar ("boxes") of the
+video, else of its reference, else from the face detector; padded by --pads like inference.
+Writes --json_out atomically: {"videos": [{"video", "lse_d", "lse_c", "offset", ...}],
+"mean": {...}, "fid", "models", ...}. Any error: one line on stderr, exit code 1, no output.
 """
 
 import json
@@ -34,29 +42,42 @@ from lipsync_jax import evaluation
 from lipsync_jax import faces
 from lipsync_jax import host_memory
 from lipsync_jax import inference
+from lipsync_jax import lse
 from lipsync_jax import video
 
-_GENERATED = flags.DEFINE_list("generated", None, "Clips (mp4) or folders of clips.",
-                               required=True)
-_SYNCNET = flags.DEFINE_string("syncnet", None, "SyncNet checkpoint.", required=True)
+_VIDEOS = flags.DEFINE_list("videos", None, "Videos (mp4) or folders of them.", required=True)
+_LSE_MODEL = flags.DEFINE_string("lse_model", None, "syncnet_python's syncnet_v2.model (or "
+                                 "its converted folder): published LSE-D / LSE-C.")
+_PROTOCOL = flags.DEFINE_enum("protocol", "lrs", list(lse.PROTOCOLS), "LSE protocol: lrs "
+                              "(whole frames) or real_videos (face tracked and cropped).")
+_FID_MODEL = flags.DEFINE_string("fid_model", None, "pytorch-fid's pt_inception-2015-12-05-"
+                                 "*.pth (or its converted folder): FID vs --reference.")
+_EXPERT = flags.DEFINE_string("expert", None, "Wav2Lip-style lip-sync expert: "
+                              "expert_sync_d / expert_sync_c (not LSE).")
 _REFERENCE = flags.DEFINE_string("reference", None, "Folder of ground-truth videos with the "
-                                 "generated clips' file names.")
-_OUTPUT = flags.DEFINE_string("output", "eval_results.json", "Output JSON.")
-_MAX_OFFSET = flags.DEFINE_integer("max_offset", 15, "Offsets -N..N frames are searched.",
-                                   lower_bound=0)
+                                 "videos' file names.")
+_JSON_OUT = flags.DEFINE_string("json_out", "eval_results.json", "Output JSON.")
+_MAX_OFFSET = flags.DEFINE_integer("max_offset", 15, "Offsets -N..N frames are searched "
+                                   "(LSE and expert).", lower_bound=0)
 _PADS = flags.DEFINE_list("pads", ["0", "10", "0", "0"], "Face box pads top,bottom,left,right.")
 _DETECT = flags.DEFINE_boolean("detect", False, "Ignore sidecars; always run the detector.")
 _REGION = flags.DEFINE_enum("region", "face", ["face", "frame"], "Where PSNR/SSIM/LPIPS are "
-                            "measured: the face crops (SyncNet size) or whole frames.")
+                            "measured: the face crops or whole frames.")
+_CROP_SIZE = flags.DEFINE_integer("crop_size", None, "Face crop size for PSNR/SSIM/LPIPS; "
+                                  "default: the expert's, else 96.", lower_bound=16)
 _LPIPS_WEIGHTS = flags.DEFINE_string("lpips_weights", None, "Converted LPIPS VGG16 weights.")
 _LPIPS_BACKBONE = flags.DEFINE_enum("lpips_backbone", "vgg16", ["vgg16", "random"],
                                     "random: NOT perceptual, smoke tests only.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Windows / frames per network call.",
-                                   lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Windows / frames per network call "
+                                   "(LSE keeps the protocol's 20).", lower_bound=1)
+flags.DEFINE_alias("generated", "videos")
+flags.DEFINE_alias("output", "json_out")
 
 RANDOM_LPIPS_WARNING = ("LPIPS uses a RANDOM VGG16 backbone (--lpips_backbone=random): the "
                         "LPIPS numbers are NOT perceptual distances")
-COLUMNS = ("clip", "frames", "lse_d", "lse_c", "av_offset", "psnr", "ssim", "lpips")
+VIDEO_COLUMNS = ("video", "frames", "lse_d", "lse_c", "offset", "psnr", "ssim", "lpips",
+                 "expert_sync_d", "expert_sync_c", "expert_av_offset")
+MEAN_KEYS = ("lse_d", "lse_c", "psnr", "ssim", "lpips", "expert_sync_d", "expert_sync_c")
 
 
 def clip_paths(entries):
@@ -94,24 +115,38 @@ def boxes_for_clip(path, reference, frames, pads):
   return boxes, "detector"
 
 
-def evaluate_clip(path, expert, lpips_fn, pads):
-  """The metrics of one generated clip, as a JSON-able dict."""
+def reference_path(path):
+  """The ground truth of a video (--reference/<same name>), or None without --reference."""
+  if not _REFERENCE.value:
+    return None
+  reference = os.path.join(_REFERENCE.value, os.path.basename(path))
+  if not os.path.isfile(reference):
+    raise inference.InferenceError(f"{reference}: no ground truth for {path}")
+  return reference
+
+
+def evaluate_video(path, models, pads, fid_features):
+  """The metrics of one video, as a JSON-able dict; appends its and its reference's
+  Inception features to `fid_features` ("videos", "reference") when FID is computed."""
+  reference = reference_path(path)
   frames, fps = video.read_video(path)
-  reference = None
-  if _REFERENCE.value:
-    reference = os.path.join(_REFERENCE.value, os.path.basename(path))
-    if not os.path.isfile(reference):
-      raise inference.InferenceError(f"{reference}: no ground truth for {path}")
-  if len(frames) < evaluation.SYNC_WINDOW:
-    raise inference.InferenceError(f"{path}: {len(frames)} frame(s); LSE needs at least "
-                                   f"{evaluation.SYNC_WINDOW}")
-  boxes, box_source = boxes_for_clip(path, reference, frames, pads)
-  mel = audio.melspectrogram(audio.load_audio(path))
-  crops = evaluation.sync_crops(frames, boxes, expert.img_size, expert.channel_order)
-  result = {"clip": os.path.basename(path), "path": path, "frames": len(frames), "fps": fps,
-            "box_source": box_source}
-  result.update(evaluation.clip_sync_scores(expert.embed, crops, mel, fps,
-                                            _MAX_OFFSET.value, _BATCH_SIZE.value))
+  result = {"video": os.path.basename(path), "path": path, "frames": len(frames), "fps": fps}
+  if models.get("lse"):
+    scores = lse.video_scores(models["lse"].apply, path, _PROTOCOL.value, _MAX_OFFSET.value)
+    result.update(scores)
+  expert = models.get("expert")
+  needs_boxes = expert is not None or (reference and _REGION.value == "face")
+  boxes = None
+  if needs_boxes:
+    if len(frames) < evaluation.SYNC_WINDOW and expert is not None:
+      raise inference.InferenceError(f"{path}: {len(frames)} frame(s); sync scores need at "
+                                     f"least {evaluation.SYNC_WINDOW}")
+    boxes, result["box_source"] = boxes_for_clip(path, reference, frames, pads)
+  if expert is not None:
+    mel = audio.melspectrogram(audio.load_audio(path))
+    crops = evaluation.sync_crops(frames, boxes, expert.img_size, expert.channel_order)
+    result.update(evaluation.clip_sync_scores(expert.embed, crops, mel, fps,
+                                              _MAX_OFFSET.value, _BATCH_SIZE.value))
   if reference is None:
     return result
   truth, truth_fps = video.read_video(reference)
@@ -119,8 +154,9 @@ def evaluate_clip(path, expert, lpips_fn, pads):
     raise inference.InferenceError(f"{reference}: {truth_fps:g} fps vs {fps:g} fps of {path}")
   count = min(len(frames), len(truth))
   if _REGION.value == "face":
-    x = faces.crop_faces(frames[:count], boxes[:count], expert.img_size)
-    y = faces.crop_faces(truth[:count], boxes[:count], expert.img_size)
+    size = _CROP_SIZE.value or (expert.img_size if expert else 96)
+    x = faces.crop_faces(frames[:count], boxes[:count], size)
+    y = faces.crop_faces(truth[:count], boxes[:count], size)
   elif truth.shape[1:] != frames.shape[1:]:
     raise inference.InferenceError(f"{reference}: {truth.shape[2]}x{truth.shape[1]} frames vs "
                                    f"{frames.shape[2]}x{frames.shape[1]} of {path}")
@@ -128,8 +164,13 @@ def evaluate_clip(path, expert, lpips_fn, pads):
     x, y = frames[:count], truth[:count]
   result["reference"] = reference
   result["compared_frames"] = count
-  result.update(evaluation.clip_image_metrics(x / 255.0, y / 255.0, lpips_fn,
+  result.update(evaluation.clip_image_metrics(x / 255.0, y / 255.0, models.get("lpips"),
                                               _BATCH_SIZE.value))
+  if models.get("fid"):
+    fid_fn = models["fid"].apply
+    fid_features["videos"].append(evaluation.inception_features(fid_fn, x, _BATCH_SIZE.value))
+    fid_features["reference"].append(evaluation.inception_features(fid_fn, y,
+                                                                   _BATCH_SIZE.value))
   return result
 
 
@@ -155,40 +196,86 @@ def write_json(path, content):
       os.remove(temp)
 
 
+def load_models(warnings):
+  """The networks asked for, by role ("lse", "fid", "expert", "lpips"), and their names;
+  every file is checked before any video is read."""
+  if not (_LSE_MODEL.value or _EXPERT.value or _REFERENCE.value):
+    raise app.UsageError("nothing to compute: give --lse_model, --expert and/or --reference "
+                         "(with --fid_model, --lpips_weights)")
+  if _FID_MODEL.value and not _REFERENCE.value:
+    raise app.UsageError("--fid_model needs --reference (the ground-truth videos)")
+  models, names = {}, {}
+  if _LSE_MODEL.value:
+    models["lse"] = checkpoints.load_syncnet_v2(_LSE_MODEL.value)
+    names["lse"] = f"{models['lse'].name} (syncnet_python SyncNet v2, {_PROTOCOL.value} protocol)"
+  if _FID_MODEL.value:
+    models["fid"] = checkpoints.load_inception(_FID_MODEL.value)
+    names["fid"] = f"{models['fid'].name} (pytorch-fid InceptionV3, pool features)"
+  if _EXPERT.value:
+    models["expert"] = checkpoints.load_syncnet(_EXPERT.value)
+    names["expert"] = (f"{models['expert'].name} (Wav2Lip-style lip-sync expert, "
+                       f"{models['expert'].channel_order.upper()})")
+  if _REFERENCE.value and (_LPIPS_WEIGHTS.value or _LPIPS_BACKBONE.value == "random"):
+    models["lpips"] = checkpoints.load_lpips(_LPIPS_WEIGHTS.value, _LPIPS_BACKBONE.value)
+    names["lpips"] = ("random" if _LPIPS_BACKBONE.value == "random"
+                      else f"vgg16 ({_LPIPS_WEIGHTS.value})")
+    if _LPIPS_BACKBONE.value == "random":
+      warnings.append(RANDOM_LPIPS_WARNING)
+  elif _REFERENCE.value:
+    warnings.append("no --lpips_weights: LPIPS not computed")
+  return models, names
+
+
+def paper_table(mean, fid, names):
+  """Rows metric / value / model: LSE-D, LSE-C, FID, SSIM, PSNR, LPIPS, those computed."""
+  rows = [("LSE-D", mean.get("lse_d"), "lse"), ("LSE-C", mean.get("lse_c"), "lse"),
+          ("FID", fid, "fid"), ("SSIM", mean.get("ssim"), None),
+          ("PSNR", mean.get("psnr"), None), ("LPIPS", mean.get("lpips"), "lpips")]
+  return [{"metric": metric, "value": value,
+           "model": names.get(role, "-") if role else f"vs {_REFERENCE.value}"}
+          for metric, value, role in rows if value is not None]
+
+
 @cli.tool("evaluate")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   host_memory.reuse_freed_memory()  # before the first XLA computation
-  warnings, lpips_fn, lpips_name = [], None, None
-  output_dir = os.path.dirname(os.path.abspath(_OUTPUT.value))
+  output_dir = os.path.dirname(os.path.abspath(_JSON_OUT.value))
   if not os.path.isdir(output_dir):
-    raise inference.InferenceError(f"{_OUTPUT.value}: folder {output_dir} does not exist")
+    raise inference.InferenceError(f"{_JSON_OUT.value}: folder {output_dir} does not exist")
   pads = _pads()
-  paths = clip_paths(_GENERATED.value)
-  expert = checkpoints.load_syncnet(_SYNCNET.value)
-  if _REFERENCE.value and (_LPIPS_WEIGHTS.value or _LPIPS_BACKBONE.value == "random"):
-    lpips_fn = checkpoints.load_lpips(_LPIPS_WEIGHTS.value, _LPIPS_BACKBONE.value)
-    lpips_name = ("random" if _LPIPS_BACKBONE.value == "random"
-                  else f"vgg16 ({_LPIPS_WEIGHTS.value})")
-    if _LPIPS_BACKBONE.value == "random":
-      warnings.append(RANDOM_LPIPS_WARNING)
-  elif _REFERENCE.value:
-    warnings.append("no --lpips_weights: LPIPS not computed")
-  clips = [evaluate_clip(path, expert, lpips_fn, pads) for path in paths]
-  summary = evaluation.summarize(clips, ("lse_d", "lse_c", "psnr", "ssim", "lpips"))
-  write_json(_OUTPUT.value, {
-      "syncnet": expert.name, "syncnet_path": _SYNCNET.value,
-      "syncnet_channel_order": expert.channel_order, "max_offset": _MAX_OFFSET.value,
-      "pads": pads, "region": _REGION.value, "lpips": lpips_name, "warnings": warnings,
-      "clips": clips, "summary": summary})
-  print(f"SyncNet: {expert.name}; offsets -{_MAX_OFFSET.value}..{_MAX_OFFSET.value}")
+  paths = clip_paths(_VIDEOS.value)
+  warnings = []
+  models, names = load_models(warnings)
+  fid_features = {"videos": [], "reference": []}
+  videos = [evaluate_video(path, models, pads, fid_features) for path in paths]
+  mean = evaluation.summarize(videos, MEAN_KEYS)
+  fid = None
+  if models.get("fid"):
+    fid = evaluation.fid(np.concatenate(fid_features["videos"]),
+                         np.concatenate(fid_features["reference"]))
+  expert = models.get("expert")
+  write_json(_JSON_OUT.value, {
+      "videos": videos, "mean": mean, "fid": fid, "models": names,
+      "protocol": _PROTOCOL.value if models.get("lse") else None,
+      "expert_channel_order": expert.channel_order if expert else None,
+      "max_offset": _MAX_OFFSET.value, "pads": pads, "region": _REGION.value,
+      "warnings": warnings})
   for warning in warnings:
     print(f"WARNING: {warning}")
-  rows = clips + [dict(summary, clip=f"mean of {len(clips)}",
-                       frames=int(np.sum([c["frames"] for c in clips])))]
-  print(evaluation.format_table(rows, COLUMNS))
-  print(f"wrote {_OUTPUT.value}")
+  columns = [c for c in VIDEO_COLUMNS if c in ("video", "frames")
+             or any(c in v for v in videos)]
+  rows = videos + [dict(mean, video=f"mean of {len(videos)}",
+                        frames=int(np.sum([v["frames"] for v in videos])))]
+  print(evaluation.format_table(rows, columns))
+  table = paper_table(mean, fid, names)
+  if table:
+    print(evaluation.format_table(table, ("metric", "value", "model")))
+  if expert is not None:
+    print(f"expert_sync_d / expert_sync_c by {names['expert']}: not the published LSE-D / "
+          "LSE-C (those need --lse_model=syncnet_v2.model)")
+  print(f"wrote {_JSON_OUT.value}")
 
 
 if __name__ == "__main__":
