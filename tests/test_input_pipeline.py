@@ -363,3 +363,19 @@ def test_unreadable_record_fails_loudly(clips, tmp_path):
   write_shards(tmp_path, [[clips[0], b"not a record"]])
   with pytest.raises(input_pipeline.DatasetError, match="record 1 unreadable"):
     input_pipeline.open_record_source(tmp_path)
+
+
+def test_samples_leave_the_host_as_uint8_images():
+  """Bytes per 96 px sample (README): 307,200 for the generator, 74,244 for SyncNet."""
+  clip = indexed_clip(0, 40, size=96)
+  rng = np.random.default_rng(0)
+  sizes = {}
+  for name, sampler in (("generator", input_pipeline.GeneratorWindows()),
+                        ("syncnet", input_pipeline.SyncNetPairs())):
+    example = sampler.random_map(clip, rng)
+    assert all(v.dtype == np.uint8 for k, v in example.items()
+               if k in ("target", "reference", "lower_halves"))
+    sizes[name] = sum(np.asarray(v).nbytes for v in example.values())
+  assert sizes == {"generator": 2 * 5 * 96 * 96 * 3 + 6 * 80 * 16 * 4,
+                   "syncnet": 5 * 48 * 96 * 3 + 80 * 16 * 4 + 4}
+  assert sizes == {"generator": 307_200, "syncnet": 74_244}
