@@ -11,6 +11,7 @@ The mel spectrogram reproduces the original Wav2Lip computation (Rudrabha/Wav2Li
   -> clip(8 (S + 100) / 100 - 4, -4, 4).
 
 There are 80 mel frames per second of audio and a mel window is 16 frames (0.2 s).
+`StreamingMel` computes the same spectrogram from chunks as they arrive (live lip sync).
 
 Frame -> mel convention. The project has ONE convention, the one of Wav2Lip's
 inference: video frame i (0-based, at `fps` frames per second) is paired with the
@@ -146,11 +147,104 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
   if not np.all(np.isfinite(wav)):
     raise AudioError("audio contains NaN or infinite samples")
   emphasised = scipy.signal.lfilter([1.0, -PREEMPHASIS], [1.0], wav)  # float64
-  mel = mel_filterbank() @ stft_magnitude(emphasised)
+  return normalised_log_mel(mel_filterbank() @ stft_magnitude(emphasised))
+
+
+def normalised_log_mel(mel: np.ndarray) -> np.ndarray:
+  """Mel magnitudes (80, T) -> Wav2Lip's clipped, normalised dB, float32 in [-4, 4].
+
+  Column by column (no statistics over time), so the streaming mel shares it.
+  """
   min_level = 10.0 ** (MIN_LEVEL_DB / 20.0)
   db = 20.0 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
   normalised = 2 * MAX_ABS_VALUE * (db - MIN_LEVEL_DB) / -MIN_LEVEL_DB - MAX_ABS_VALUE
   return np.clip(normalised, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
+
+
+class StreamingMel:
+  """`melspectrogram` of a signal that arrives in chunks of any size.
+
+  `push(chunk)` returns the mel columns that the audio so far determines: column m
+  (centred on sample 200 m) once samples up to index 200 m + 399 have arrived (column 0
+  needs 401 samples for its reflect padding); `finish()` returns the remaining columns,
+  whose frames reach past the end and are reflect-padded there as the offline STFT
+  does. The concatenated outputs equal `melspectrogram` of the whole signal (to float
+  rounding, ~1e-6): same float64 pre-emphasis carried across chunks, same reflect
+  padding at both ends, same periodic Hann window and normalisation.
+
+  Attributes: `num_samples` pushed so far, `num_columns` returned so far.
+  """
+
+  def __init__(self):
+    self.num_samples = 0
+    self.num_columns = 0
+    self._filterbank = mel_filterbank()
+    self._window = scipy.signal.get_window("hann", N_FFT, fftbins=True)
+    self._last_sample = None  # float32 x[n-1], for the pre-emphasis of the next chunk.
+    self._head = np.zeros(0)  # pre-emphasised samples before the start padding is known
+    self._padded = None  # the centre-padded signal from column `num_columns`'s frame on
+    self._finished = False
+
+  def push(self, chunk: np.ndarray) -> np.ndarray:
+    """Adds float samples (k,) at 16 kHz; returns float32 (80, new columns).
+
+    Raises:
+      AudioError: a chunk that is not 1-D or has NaN / infinite samples, or a push
+        after `finish`.
+    """
+    if self._finished:
+      raise AudioError("StreamingMel: push after finish")
+    chunk = np.asarray(chunk, np.float32)
+    if chunk.ndim != 1:
+      raise AudioError(f"audio chunks must be 1-D, got shape {chunk.shape}")
+    if not np.all(np.isfinite(chunk)):
+      raise AudioError("audio contains NaN or infinite samples")
+    if not chunk.size:
+      return np.zeros((NUM_MELS, 0), np.float32)
+    x = chunk.astype(np.float64)
+    previous = np.concatenate([[0.0 if self._last_sample is None else self._last_sample], x[:-1]])
+    emphasised = x - PREEMPHASIS * previous  # as lfilter([1, -0.97], [1]): y[0] = x[0]
+    self._last_sample = float(chunk[-1])
+    self.num_samples += chunk.size
+    if self._padded is None:
+      self._head = np.concatenate([self._head, emphasised])
+      if self._head.size < MIN_SAMPLES:
+        return np.zeros((NUM_MELS, 0), np.float32)
+      pad = N_FFT // 2  # librosa's centre=True reflect padding of the start
+      self._padded, self._head = np.concatenate([self._head[pad:0:-1], self._head]), None
+    else:
+      self._padded = np.concatenate([self._padded, emphasised])
+    return self._columns(self._padded)
+
+  def finish(self) -> np.ndarray:
+    """Ends the signal; returns float32 (80, k) of the columns reaching past the end.
+
+    Raises:
+      AudioError: fewer than `MIN_SAMPLES` samples in all.
+    """
+    if self._finished:
+      return np.zeros((NUM_MELS, 0), np.float32)
+    self._finished = True
+    if self._padded is None:
+      raise AudioError(f"audio too short for a mel spectrogram: {self.num_samples} samples "
+                       f"(need at least {MIN_SAMPLES})")
+    # Reflect padding of the end: padded[n + 400 + j] = y[n - 2 - j]; `_padded` holds
+    # at least the last 600 samples (see `_columns`).
+    tail = self._padded[-2:-2 - N_FFT // 2:-1]
+    total = self.num_samples // HOP_LENGTH + 1
+    return self._columns(np.concatenate([self._padded, tail]), total - self.num_columns)
+
+  def _columns(self, padded: np.ndarray, limit: int | None = None) -> np.ndarray:
+    count = max(0, (padded.size - N_FFT) // HOP_LENGTH + 1)
+    if limit is not None:
+      count = min(count, limit)
+    if not count:
+      return np.zeros((NUM_MELS, 0), np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH][:count]
+    magnitude = np.abs(np.fft.rfft(frames * self._window, axis=-1)).astype(np.float32)
+    self._padded = padded[count * HOP_LENGTH:]
+    self.num_columns += count
+    return normalised_log_mel(self._filterbank @ magnitude.T)
 
 
 def mel_window_start(frame_index: int, fps: float, offset_frames: int = 0) -> int:

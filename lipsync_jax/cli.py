@@ -69,6 +69,34 @@ def fail(tool_name: str, message: str | BaseException, code: int = 1) -> None:
   sys.exit(code)
 
 
+class ArgumentError(errors.LipsyncError, ValueError):
+  """A flag value a tool cannot use (a malformed list, an output folder that is missing)."""
+
+
+def int_list(values: Sequence[str], name: str, count: int) -> list[int]:
+  """A comma-separated flag's `count` integers; ArgumentError naming `--name` otherwise."""
+  try:
+    numbers = [int(v) for v in values]
+  except ValueError:
+    numbers = []
+  if len(numbers) != count:
+    raise ArgumentError(f"--{name} needs {count} comma-separated integers, "
+                        f"got {','.join(values)}")
+  return numbers
+
+
+def check_output_folder(path: str | os.PathLike) -> None:
+  """Raises ArgumentError unless `path`'s folder exists and is writable (checked before any
+  work, so a bad --outfile fails at once)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.exists(folder) and not os.path.isdir(folder):
+    raise ArgumentError(f"{path}: {folder} is not a folder")
+  if not os.path.isdir(folder):
+    raise ArgumentError(f"{path}: output folder {folder} does not exist")
+  if not os.access(folder, os.W_OK):
+    raise ArgumentError(f"{path}: output folder {folder} is not writable")
+
+
 def workdir_log(workdir: str | os.PathLike, tool_name: str, process_id: int = 0) -> str:
   """`<workdir>/logs/<tool_name>.log`; `<tool_name>.process<k>.log` for process k > 0."""
   suffix = f".process{process_id}" if process_id else ""

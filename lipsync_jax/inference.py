@@ -5,6 +5,10 @@
 `LipsyncJob` runs the whole pipeline streaming: face boxes (a fixed box, a JSON sidecar or
 the detector), then per batch decode, crop, mel windows, generation, paste-back;
 `tools/infer.py` writes its frames to an mp4, `lipsync` collects them in memory.
+`prepare_avatar` does once, for a live stream (`streaming.LipsyncStream`), what does not
+depend on the audio (decode, boxes, crops); `save_avatar` / `load_avatar` keep it in a
+folder. Both paths share the box logic (`source_crop_boxes`), the generator input
+(`face_inputs`) and the paste-back (`paste_generated`).
 """
 
 import collections
@@ -12,6 +16,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import time
 from typing import Any, Callable, Iterator
 
@@ -251,6 +256,75 @@ def crop_boxes(face_boxes: list[Array | None], pads, frame_hw: tuple[int, int],
   return np.round(crop).astype(np.int32), has_face
 
 
+def source_crop_boxes(source: FaceSource, used: int, *, box=None, face_boxes=None,
+                      pads=(0, 10, 0, 0), smooth: bool = True, missing: str = "error",
+                      face_index: int | None = None,
+                      detector: "faces.FaceDetector | None" = None, batch_size: int = 16,
+                      timings: dict | None = None) -> tuple[Array, Array, str]:
+  """Crop boxes of the first `used` frames of `source`: the one box logic of the project.
+
+  From a fixed `box` (x1, y1, x2, y2; no pads, every frame), else `face_boxes` (a list
+  or a JSON path, in the source's pixels: scaled by its resize factor, padded, filled,
+  smoothed), else the detector (`faces.detect_video_boxes`, timed under "detect").
+  Returns (boxes int32 (k, 4), has_face bool (k,), box source); k = 1 for a fixed box,
+  else `used` (fewer only if the detector sees fewer frames).
+  Raises:
+    InferenceError: too few or malformed face boxes; faces.NoFaceError (naming the file)
+      for faceless frames under missing="error".
+  """
+  first = next(source.iter(1))
+  if box is not None:
+    crop = faces.face_crop_box(box, (0, 0, 0, 0), first.shape[:2])
+    return np.asarray(crop, np.int32)[None], np.ones(1, bool), "box"
+  box_source = "face_boxes"
+  if face_boxes is not None:
+    if isinstance(face_boxes, (str, os.PathLike)):
+      box_source = face_boxes = os.fspath(face_boxes)
+      face_boxes = read_sidecar_boxes(face_boxes)
+    if len(face_boxes) < used:
+      raise InferenceError(f"{box_source}: {len(face_boxes)} face boxes for the "
+                           f"{used} frames of {source.path or 'the face frames'}")
+    scale = 1.0 / source.resize_factor
+    face_boxes = [None if b is None else np.asarray(b, np.float64)[:4] * scale
+                  for b in face_boxes[:used]]
+  try:
+    if face_boxes is not None:
+      boxes, has_face = crop_boxes(face_boxes, pads, first.shape[:2], smooth, missing)
+    else:
+      box_source = "detector"
+      start = time.perf_counter()
+      boxes, has_face = faces.detect_video_boxes(
+          source.iter_once(used), detector or faces.FaceDetector(), batch_size=batch_size,
+          pads=pads, face_index=face_index, smooth=smooth, missing=missing, total=used)
+      if timings is not None:
+        timings["detect"] += time.perf_counter() - start
+  except faces.NoFaceError as e:  # Name the file too; keep the type and frame_indices.
+    e.args = (f"{source.path or 'face frames'}: {e}",)
+    raise
+  return boxes, has_face, box_source
+
+
+def face_inputs(crops: Array, channel_order: str = "rgb") -> Array:
+  """uint8 (B, S, S, 3) RGB face crops -> float32 (B, S, S, 6) generator input in [0, 1]:
+  the crop with its lower half zeroed, then the crop itself, in `channel_order`."""
+  reference = crops.astype(np.float32) / 255.0
+  if channel_order == "bgr":
+    reference = reference[..., ::-1]
+  masked = reference.copy()
+  masked[:, crops.shape[1] // 2:] = 0.0
+  return np.concatenate([masked, reference], axis=-1)
+
+
+def paste_generated(frames: list[Array], generated: Array, boxes: Array, has_face: Array,
+                    channel_order: str = "rgb", blend: bool = True) -> list[Array]:
+  """The frames with the generator's (B, S, S, 3) outputs in `channel_order` pasted into
+  their crop boxes (`faces.paste_back`); frames without a face are passed through."""
+  if channel_order == "bgr":
+    generated = generated[..., ::-1]
+  return [faces.paste_back(frame, face, box, blend=blend) if present else frame
+          for frame, face, box, present in zip(frames, generated, boxes, has_face)]
+
+
 def load_wav(audio_input: str | Array) -> Array:
   """float32 (n,) 16 kHz audio from a path (any container) or an array."""
   if isinstance(audio_input, (str, os.PathLike)):
@@ -325,38 +399,11 @@ class LipsyncJob:
     self._generate = make_inference_fn(generator.model, generator.variables, batch_size, dtype)
 
   def _boxes(self, box, face_boxes, pads, smooth, missing, face_index, detector):
-    first = next(self.source.iter(1))
     used = 1 if self.static else min(self.num_frames, self.source.length)
-    if box is not None:
-      self.box_source = "box"
-      crop = faces.face_crop_box(box, (0, 0, 0, 0), first.shape[:2])
-      return (np.tile(np.asarray(crop, np.int32), (self.num_frames, 1)),
-              np.ones(self.num_frames, bool))
-    if face_boxes is not None:
-      self.box_source = "face_boxes"
-      if isinstance(face_boxes, (str, os.PathLike)):
-        self.box_source = face_boxes = os.fspath(face_boxes)
-        face_boxes = read_sidecar_boxes(face_boxes)
-      if len(face_boxes) < used:
-        raise InferenceError(f"{self.box_source}: {len(face_boxes)} face boxes for the "
-                             f"{used} frames of {self.source.path or 'the face frames'}")
-      scale = 1.0 / self.source.resize_factor
-      face_boxes = [None if b is None else np.asarray(b, np.float64)[:4] * scale
-                    for b in face_boxes[:used]]
-    try:
-      if face_boxes is not None:
-        boxes, has_face = crop_boxes(face_boxes, pads, first.shape[:2], smooth, missing)
-      else:
-        self.box_source = "detector"
-        start = time.perf_counter()
-        boxes, has_face = faces.detect_video_boxes(
-            self.source.iter_once(used), detector or faces.FaceDetector(),
-            batch_size=self.batch_size, pads=pads, face_index=face_index, smooth=smooth,
-            missing=missing, total=used)
-        self.timings["detect"] += time.perf_counter() - start
-    except faces.NoFaceError as e:  # Name the file too; keep the type and frame_indices.
-      e.args = (f"{self.source.path or 'face frames'}: {e}",)
-      raise
+    boxes, has_face, self.box_source = source_crop_boxes(
+        self.source, used, box=box, face_boxes=face_boxes, pads=pads, smooth=smooth,
+        missing=missing, face_index=face_index, detector=detector,
+        batch_size=self.batch_size, timings=self.timings)
     index = np.arange(self.num_frames) % len(boxes)
     return boxes[index], has_face[index]
 
@@ -371,20 +418,13 @@ class LipsyncJob:
       self.timings["decode"] += time.perf_counter() - tick
       tick = time.perf_counter()
       crops = faces.crop_faces(batch, self.boxes[start:start + len(batch)], size)
-      faces_in = crops.astype(np.float32) / 255.0
-      if self.generator.channel_order == "bgr":
-        faces_in = faces_in[..., ::-1]
-      masked = faces_in.copy()
-      masked[:, size // 2:] = 0.0
       mels = np.stack([audio.mel_window(self.mel, i, self.fps, clamp=True) for i in indices])
-      out = self._generate(mels[..., None], np.concatenate([masked, faces_in], axis=-1))
-      if self.generator.channel_order == "bgr":
-        out = out[..., ::-1]
+      out = self._generate(mels[..., None], face_inputs(crops, self.generator.channel_order))
       self.timings["generate"] += time.perf_counter() - tick
       tick = time.perf_counter()
-      for k, i in enumerate(indices):
-        if self.has_face[i]:
-          batch[k] = faces.paste_back(batch[k], out[k], self.boxes[i], blend=self.blend)
+      batch = paste_generated(batch, out, self.boxes[start:start + len(batch)],
+                              self.has_face[start:start + len(batch)],
+                              self.generator.channel_order, self.blend)
       self.timings["paste"] += time.perf_counter() - tick
       yield from batch
 
@@ -401,3 +441,139 @@ def lipsync(face, audio_input, variables: Any, *, model: nn.Module | None = None
   job = LipsyncJob(face, audio_input, generator, **options)
   frames = np.stack(list(job.frames()))
   return LipsyncResult(frames, job.wav, job.fps, audio.SAMPLE_RATE, job.has_face)
+
+
+# Prepared avatars: what a live stream needs of the face, computed once.
+
+AVATAR_ARRAYS = "avatar.npz"
+AVATAR_METADATA = "avatar.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Avatar:
+  """A face video or photo made ready for `streaming.LipsyncStream`.
+
+  frames: uint8 (T, H, W, 3) RGB; boxes: int32 (T, 4) crop boxes (x1, y1, x2, y2);
+  has_face: bool (T,) (False: the frame is passed through); crops: uint8 (T, S, S, 3)
+  the boxes resized to the generator's input size S; fps: the output frame rate;
+  source, box_source: where the frames and boxes came from.
+  Output frame i shows frame `frame_index(i)`: the frames forward, then backward, ...
+  """
+  frames: Array
+  boxes: Array
+  has_face: Array
+  crops: Array
+  fps: float
+  source: str = ""
+  box_source: str = ""
+
+  def frame_index(self, i: int) -> int:
+    """0, 1, ..., T-1, T-2, ..., 1, 0, 1, ...: a ping-pong loop without jumps."""
+    period = 2 * len(self.frames) - 2
+    if period <= 0:
+      return 0
+    k = i % period
+    return k if k < len(self.frames) else period - k
+
+  def with_crop_size(self, size: int) -> "Avatar":
+    """The avatar with its crops resized for a generator of input size `size`."""
+    if self.crops.shape[1] == size:
+      return self
+    return dataclasses.replace(self, crops=faces.crop_faces(self.frames, self.boxes, size))
+
+
+def prepare_avatar(face, *, fps: float | None = None, img_size: int = 96,
+                   max_frames: int | None = None, box=None, face_boxes=None,
+                   use_sidecar: bool = True, pads=(0, 10, 0, 0), smooth: bool = True,
+                   resize_factor: int = 1, missing: str = "error",
+                   face_index: int | None = None,
+                   detector: "faces.FaceDetector | None" = None,
+                   batch_size: int = 16) -> Avatar:
+  """Decodes a face video / photo, finds its crop boxes and crops: an `Avatar`.
+
+  Args:
+    face: as `LipsyncJob`'s (video path, image path, or uint8 frames).
+    fps: frame rate for stills / in-memory frames (default 25); videos keep theirs.
+    img_size: the generator's input size (crops are redone on load if it differs).
+    max_frames: use at most this many frames of a video (None: all).
+    box, face_boxes, use_sidecar, pads, smooth, resize_factor, missing, face_index,
+      detector, batch_size: as `LipsyncJob` (its box logic, `source_crop_boxes`).
+  Raises:
+    InferenceError, video.VideoError, faces.NoFaceError: as `LipsyncJob`.
+  """
+  if missing not in ("error", "interpolate", "passthrough"):
+    raise InferenceError(f"missing-face mode must be error, interpolate or passthrough, "
+                         f"got {missing!r}")
+  source = open_face_source(face, fps, resize_factor)
+  limit = source.length if max_frames is None else min(max_frames, source.length)
+  frames = list(source.iter_once(max(1, limit)))
+  if not frames:
+    raise InferenceError(f"{source.path or 'face frames'}: the video has no frames")
+  if face_boxes is None and box is None and use_sidecar:
+    face_boxes = sidecar_path(face)
+  boxes, has_face, box_source = source_crop_boxes(
+      source, len(frames), box=box, face_boxes=face_boxes, pads=pads, smooth=smooth,
+      missing=missing, face_index=face_index, detector=detector, batch_size=batch_size)
+  frames = np.stack(frames[:len(boxes)] if box is None else frames)
+  index = np.arange(len(frames)) % len(boxes)
+  boxes, has_face = boxes[index], has_face[index]
+  return Avatar(frames, boxes, has_face, faces.crop_faces(frames, boxes, img_size),
+                source.fps, source.path or "frames", box_source)
+
+
+def save_avatar(avatar: Avatar, folder: str | os.PathLike) -> str:
+  """Writes `avatar` to `folder` (avatar.npz + avatar.json), complete or not at all:
+  into a temporary sibling folder, renamed at the end (replacing an older avatar).
+
+  Raises:
+    InferenceError: `folder` exists and is not an avatar folder.
+  """
+  folder = os.path.abspath(os.fspath(folder))
+  if os.path.exists(folder) and not os.path.isfile(os.path.join(folder, AVATAR_METADATA)):
+    raise InferenceError(f"{folder}: exists and is not an avatar folder (will not replace it)")
+  temp = f"{folder}.tmp-{os.getpid()}"
+  old = f"{folder}.old-{os.getpid()}"
+  try:
+    os.makedirs(temp)
+    np.savez(os.path.join(temp, AVATAR_ARRAYS), frames=avatar.frames, boxes=avatar.boxes,
+             has_face=avatar.has_face, crops=avatar.crops)
+    with open(os.path.join(temp, AVATAR_METADATA), "w") as f:
+      json.dump({"fps": avatar.fps, "source": avatar.source, "box_source": avatar.box_source,
+                 "num_frames": len(avatar.frames),
+                 "frame_size": list(avatar.frames.shape[1:3])}, f, indent=1)
+    if os.path.exists(folder):
+      os.replace(folder, old)
+    os.replace(temp, folder)
+  finally:
+    for leftover in (temp, old):
+      if os.path.isdir(leftover):
+        shutil.rmtree(leftover)
+  return folder
+
+
+def load_avatar(folder: str | os.PathLike) -> Avatar:
+  """The `Avatar` that `save_avatar` wrote to `folder`.
+
+  Raises:
+    InferenceError: no such folder, or not a complete avatar folder.
+  """
+  folder = os.fspath(folder)
+  if not os.path.isdir(folder):
+    raise InferenceError(f"{folder}: no such avatar folder (make one with "
+                         "tools/prepare_avatar.py)")
+  try:
+    with open(os.path.join(folder, AVATAR_METADATA)) as f:
+      metadata = json.load(f)
+    with np.load(os.path.join(folder, AVATAR_ARRAYS)) as arrays:
+      avatar = Avatar(arrays["frames"], arrays["boxes"], arrays["has_face"], arrays["crops"],
+                      float(metadata["fps"]), metadata.get("source", ""),
+                      metadata.get("box_source", ""))
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise InferenceError(f"{folder}: not an avatar folder ({type(e).__name__}: {e})") from e
+  t = len(avatar.frames)
+  if (avatar.frames.ndim != 4 or avatar.frames.dtype != np.uint8 or not t
+      or avatar.boxes.shape != (t, 4) or avatar.has_face.shape != (t,)
+      or len(avatar.crops) != t or avatar.fps <= 0):
+    raise InferenceError(f"{folder}: inconsistent avatar arrays (frames "
+                         f"{avatar.frames.shape}, boxes {avatar.boxes.shape})")
+  return avatar

@@ -19,8 +19,10 @@ from lipsync_jax import audio
 from lipsync_jax import cli
 from lipsync_jax import errors
 from lipsync_jax import faces
+from lipsync_jax import frame_store
 from lipsync_jax import inference
 from lipsync_jax import input_pipeline
+from lipsync_jax import lse
 from lipsync_jax import records
 from lipsync_jax import video
 from lipsync_jax.models import blazeface
@@ -53,7 +55,8 @@ def test_library_errors_derive_from_lipsync_error():
   expected = {records.RecordError: ValueError, input_pipeline.DatasetError: ValueError,
               audio.AudioError: ValueError, faces.NoFaceError: ValueError,
               inference.InferenceError: ValueError, video.VideoError: ValueError,
-              blazeface.FaceDetectorError: RuntimeError}
+              blazeface.FaceDetectorError: RuntimeError, frame_store.FrameStoreError: ValueError,
+              cli.ArgumentError: ValueError, lse.LSEError: ValueError}
   for error, second_base in expected.items():
     assert issubclass(error, errors.LipsyncError) and issubclass(error, second_base), error
 

@@ -66,19 +66,8 @@ flags.register_validator("fps", lambda fps: fps is None or fps > 0,
                          message="--fps must be positive")
 
 
-def _ints(values, name, count):
-  try:
-    numbers = [int(v) for v in values]
-  except ValueError:
-    numbers = []
-  if len(numbers) != count:
-    raise inference.InferenceError(f"--{name} needs {count} comma-separated integers, "
-                                   f"got {','.join(values)}")
-  return numbers
-
-
 def _export(generator, path, dtype):
-  _check_outfile(path)
+  cli.check_output_folder(path)
   data = inference.export_inference_fn(generator.model, generator.variables,
                                        _BATCH_SIZE.value, generator.channel_order, dtype)
   temp = f"{path}.tmp-{os.getpid()}"
@@ -91,16 +80,6 @@ def _export(generator, path, dtype):
       os.remove(temp)
   print(f"wrote {path}: jax.export of the generator, batch {_BATCH_SIZE.value}, "
         f"{generator.img_size}x{generator.img_size}, {len(data) / 2**20:.1f} MiB")
-
-
-def _check_outfile(path):
-  folder = os.path.dirname(os.path.abspath(path)) or "."
-  if os.path.exists(folder) and not os.path.isdir(folder):
-    raise inference.InferenceError(f"{path}: {folder} is not a folder")
-  if not os.path.isdir(folder):
-    raise inference.InferenceError(f"{path}: output folder {folder} does not exist")
-  if not os.access(folder, os.W_OK):
-    raise inference.InferenceError(f"{path}: output folder {folder} is not writable")
 
 
 @cli.tool("infer")
@@ -118,14 +97,14 @@ def main(argv):
     _export(generator, _EXPORT.value, dtype)
     if not _FACE.value:
       return
-  _check_outfile(_OUTFILE.value)
+  cli.check_output_folder(_OUTFILE.value)
   box = None
   if _BOX.value:
-    top, bottom, left, right = _ints(_BOX.value, "box", 4)
+    top, bottom, left, right = cli.int_list(_BOX.value, "box", 4)
     box = (left, top, right, bottom)
   job = inference.LipsyncJob(
       _FACE.value, _AUDIO.value, generator, fps=_FPS.value, batch_size=_BATCH_SIZE.value,
-      pads=_ints(_PADS.value, "pads", 4), box=box, face_boxes=_BOXES_JSON.value,
+      pads=cli.int_list(_PADS.value, "pads", 4), box=box, face_boxes=_BOXES_JSON.value,
       use_sidecar=_SIDECAR.value, smooth=not _NOSMOOTH.value, static=_STATIC.value,
       resize_factor=_RESIZE_FACTOR.value, blend=_BLEND.value, missing=_MISSING.value,
       face_index=_FACE_INDEX.value, dtype=dtype)
