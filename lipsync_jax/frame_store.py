@@ -205,6 +205,10 @@ class FrameStore:
     if len(index) != self.meta["num_clips"] or index.dtype != INDEX_DTYPE:
       raise FrameStoreError(f"{self.directory / INDEX_NAME}: {len(index)} rows of {index.dtype}, "
                             f"{META_NAME} says {self.meta['num_clips']} of {INDEX_DTYPE}")
+    if shard_stems(self.directory) != self.meta["shards"]:
+      raise FrameStoreError(f"{self.directory / INDEX_NAME}: stale, the directory's complete "
+                            "shards differ from the index's (shards added or removed since): "
+                            "re-run preprocessing or records.write_frame_store on it")
     self.frame_encoding = self.meta["frame_encoding"]
     size = self.meta["crop_size"]
     self._raw_shape = (size, size, 3) if self.frame_encoding == "raw" else None

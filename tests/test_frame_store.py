@@ -114,6 +114,15 @@ def test_an_aborted_shard_leaves_nothing_and_the_index_skips_it(tmp_path, clips)
        "shard-00000.mel.npy", "shard-00000.clips.npy", "index.npy", "frame_store.json"])
 
 
+def test_a_stale_index_is_refused(store_dir, clips):
+  with records.ShardWriter(store_dir / "shard-00003", ("array_record", "frame_store")) as writer:
+    writer.write(records.encode_record(clips[0]))  # a shard the index does not know
+  with pytest.raises(input_pipeline.DatasetError, match="stale"):
+    input_pipeline.open_record_source(store_dir)
+  assert frame_store.write_index(store_dir) == len(clips) + 1
+  assert len(input_pipeline.open_record_source(store_dir)) == len(clips)  # one is 12 frames
+
+
 def test_a_bad_store_fails_in_one_line(store_dir):
   meta = json.loads((store_dir / frame_store.META_NAME).read_text())
   (store_dir / frame_store.META_NAME).write_text(json.dumps(dict(meta, num_clips=99)))
