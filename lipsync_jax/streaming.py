@@ -8,6 +8,9 @@ generator on up to `batch_size` ready windows per call over a prepared
 `inference.Avatar` (frames looped forward then backward) and pastes the mouths back with
 the offline path's `inference.face_inputs` / `inference.paste_generated`, so the same
 audio gives the frames `inference.LipsyncJob` gives over the avatar's frame sequence.
+For a generator whose face encoder does not see the audio (`Wav2Lip.encode_faces`), a
+`FaceFeatureCache` runs that encoder once per avatar frame, and each output frame runs
+only the rest of the network (`Wav2Lip.decode`).
 
 Latency of a frame: from the arrival of the last audio sample its mel window needs
 (`ReadyWindow.arrival`: the time of the push that completed it) to the frame being
@@ -16,11 +19,15 @@ written (the caller's clock reading after writing it).
 
 import collections
 import dataclasses
+import functools
 import queue
 import threading
 import time
 from typing import Any, Callable, Iterator
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lipsync_jax import audio
@@ -138,11 +145,106 @@ def compiled_batch_sizes(batch_size: int) -> tuple[int, ...]:
   return tuple(sorted(sizes))
 
 
+def supports_face_cache(model: nn.Module) -> bool:
+  """Whether `model` splits into an audio-free face encoder and the rest (Wav2Lip does:
+  `encode_faces` / `decode`; AttnWav2Lip does not)."""
+  return callable(getattr(model, "encode_faces", None)) and callable(
+      getattr(model, "decode", None))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_split_generator(model: nn.Module) -> tuple[Callable, Callable]:
+  """(encode, decode), jitted once per module configuration; the weights and the cached
+  features are arguments, not constants baked into the programs."""
+
+  @jax.jit
+  def encode(variables, faces):
+    return model.apply(variables, faces, train=False, method="encode_faces")
+
+  @jax.jit
+  def decode(variables, mel_chunks, features, index):
+    skips = [feature[index] for feature in features]
+    return model.apply(variables, mel_chunks, skips, train=False,
+                       method="decode").astype(jnp.float32)
+
+  return encode, decode
+
+
+class FaceFeatureCache:
+  """A generator's face encoder outputs for every avatar frame, computed once.
+
+  The face input of avatar frame t (`inference.face_inputs(crops[t])`) never changes, and
+  the generator's face encoder never sees the audio, so `encode_faces` runs once per
+  frame here and every output frame runs only `decode` (audio encoder, decoder, output
+  block) on the cached features of its avatar frame. The outputs equal the full
+  generator's (`decode(mel, encode_faces(faces))` is its `__call__`).
+
+  Args:
+    generator: a `checkpoints.Generator` whose model `supports_face_cache`.
+    crops: uint8 (T, S, S, 3) RGB face crops at the generator's input size (an
+      `inference.Avatar`'s).
+    dtype: compute dtype override (e.g. jnp.bfloat16); the features are kept in it.
+    batch_size: frames per encoder call (at most; the last one padded).
+  Attributes:
+    features: one device array (T, h, w, c) per encoder stage, in the compute dtype
+      (Wav2Lip at 96: 290,816 values per frame, 1.16 MB in float32).
+    nbytes: their total size in bytes; seconds: the time the encoding took (compile
+      included on a first use of the model).
+  Raises:
+    inference.InferenceError: the model has no `encode_faces` / `decode`, or no crops.
+  """
+
+  def __init__(self, generator: checkpoints.Generator, crops: Array, dtype: Any = None,
+               batch_size: int = 8):
+    model = generator.model if dtype is None else generator.model.clone(dtype=dtype)
+    if not supports_face_cache(model):
+      raise inference.InferenceError(
+          f"{type(model).__name__} has no audio-free face encoder (encode_faces / decode)")
+    if not len(crops):
+      raise inference.InferenceError("FaceFeatureCache: no face crops")
+    self.variables, self.channel_order = generator.variables, generator.channel_order
+    try:
+      self._encode, self._decode = _jitted_split_generator(model)
+    except TypeError:  # An unhashable field (e.g. a list): no sharing, compiles here.
+      self._encode, self._decode = _jitted_split_generator.__wrapped__(model)
+    batch_size = min(batch_size, len(crops))
+    tick = time.perf_counter()
+    parts = []
+    for start in range(0, len(crops), batch_size):
+      faces = inference.face_inputs(crops[start:start + batch_size], self.channel_order)
+      valid = len(faces)
+      parts.append([f[:valid] for f in self._encode(self.variables,
+                                                     _pad_rows(faces, batch_size))])
+    self.features = [jnp.concatenate(stage) for stage in zip(*parts)]
+    jax.block_until_ready(self.features)
+    self.seconds = time.perf_counter() - tick
+    self.nbytes = sum(f.nbytes for f in self.features)
+
+  def __len__(self) -> int:
+    return len(self.features[0])
+
+  def generate(self, mel_chunks: Array, index: Array, batch_size: int) -> Array:
+    """mel_chunks (n, 80, 16, 1) and avatar frame indices (n,), n <= `batch_size` ->
+    (n, S, S, 3) float32 numpy in [0, 1], in the checkpoint's channel order; one call
+    padded to `batch_size` rows (one compile per batch size)."""
+    n = len(index)
+    out = self._decode(self.variables, _pad_rows(mel_chunks, batch_size), self.features,
+                       _pad_rows(np.asarray(index, np.int32), batch_size))
+    return np.asarray(out)[:n]
+
+
+def _pad_rows(x: Array, rows: int) -> Array:
+  """`x` with its last row repeated up to `rows` rows."""
+  if len(x) == rows:
+    return x
+  return np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])
+
+
 class LipsyncStream:
   """Audio pushed as it arrives -> lip-synced frames of a prepared avatar, in order.
 
     stream = LipsyncStream(generator, avatar, batch_size=4)
-    stream.warmup()                      # compile before the clock matters
+    stream.warmup()                      # cache face features, compile: before the clock
     for chunk in chunks:
       stream.push(chunk)
       for frame in stream.frames(): ...  # what the audio so far allows
@@ -156,23 +258,33 @@ class LipsyncStream:
     blend: feathered lower-face paste-back (as `LipsyncJob`'s `blend`).
     dtype: compute dtype override for the generator (e.g. jnp.bfloat16).
     clock: seconds, for the arrival times (`time.perf_counter`).
+    face_cache: for a generator that `supports_face_cache` (Wav2Lip), run its face
+      encoder once per avatar frame (a `FaceFeatureCache`, built by `warmup()` or the
+      first `step()`) and per call only the rest; False (or another generator): the
+      whole generator per call. The frames are the same either way.
   Attributes: `generate_seconds` and `paste_seconds` (one entry per generator call),
-  `frames_out`.
+  `frames_out`, `face_cache` (the `FaceFeatureCache` once built, else None).
   """
 
   def __init__(self, generator: checkpoints.Generator, avatar: inference.Avatar, *,
                batch_size: int = 8, blend: bool = True, dtype: Any = None,
-               clock: Callable[[], float] = time.perf_counter):
+               clock: Callable[[], float] = time.perf_counter, face_cache: bool = True):
     if batch_size < 1:
       raise inference.InferenceError(f"batch_size must be >= 1, got {batch_size}")
-    self.generator, self.blend, self.clock = generator, blend, clock
+    self.generator, self.blend, self.clock, self.dtype = generator, blend, clock, dtype
     self.avatar = avatar.with_crop_size(generator.img_size)
     self.batch_size = batch_size
     self._windows = MelWindows(avatar.fps)
     self._ready: collections.deque[ReadyWindow] = collections.deque()
-    self._generate = {size: inference.make_inference_fn(generator.model, generator.variables,
-                                                        size, dtype)
-                      for size in compiled_batch_sizes(batch_size)}
+    self.uses_face_cache = face_cache and supports_face_cache(generator.model)
+    self.face_cache: FaceFeatureCache | None = None
+    self._generate = {}  # batch size -> fn(mels (n, 80, 16, 1), avatar frame indices (n,))
+    for size in compiled_batch_sizes(batch_size):
+      if self.uses_face_cache:
+        self._generate[size] = functools.partial(self._generate_cached, batch_size=size)
+      else:
+        full = inference.make_inference_fn(generator.model, generator.variables, size, dtype)
+        self._generate[size] = functools.partial(self._generate_full, full)
     self.finished = False
     self.frames_out = 0
     self.generate_seconds: list[float] = []
@@ -192,11 +304,21 @@ class LipsyncStream:
     return len(self._ready)
 
   def warmup(self) -> None:
-    """Compiles (and runs once) every generator batch shape the stream may use."""
-    size = self.generator.img_size
+    """Builds the face feature cache (if used) and compiles (and runs once) every
+    generator batch shape the stream may use."""
     for batch, generate in self._generate.items():
       generate(np.zeros((batch, audio.NUM_MELS, audio.MEL_WINDOW, 1), np.float32),
-               np.zeros((batch, size, size, 6), np.float32))
+               np.zeros(batch, np.int32))
+
+  def _generate_full(self, full: Callable[[Array, Array], Array], mels: Array,
+                     index: Array) -> Array:
+    return full(mels, inference.face_inputs(self.avatar.crops[index],
+                                            self.generator.channel_order))
+
+  def _generate_cached(self, mels: Array, index: Array, batch_size: int) -> Array:
+    if self.face_cache is None:
+      self.face_cache = FaceFeatureCache(self.generator, self.avatar.crops, self.dtype)
+    return self.face_cache.generate(mels, index, batch_size)
 
   def push(self, pcm: Array, arrival: float | None = None) -> int:
     """Adds int16 or float PCM (k,) at 16 kHz that arrived at `arrival` (default now);
@@ -236,7 +358,7 @@ class LipsyncStream:
     tick = time.perf_counter()
     size = min(s for s in self._generate if s >= len(windows))
     mels = np.stack([w.mel for w in windows])[..., None]
-    out = self._generate[size](mels, inference.face_inputs(avatar.crops[index], order))
+    out = self._generate[size](mels, index)
     self.generate_seconds.append(time.perf_counter() - tick)
     tick = time.perf_counter()
     images = inference.paste_generated(list(avatar.frames[index]), out, avatar.boxes[index],

@@ -7,6 +7,7 @@ import re
 import sys
 import time
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.io.wavfile
@@ -17,6 +18,7 @@ from lipsync_jax import checkpoints
 from lipsync_jax import inference
 from lipsync_jax import streaming
 from lipsync_jax import video
+from lipsync_jax.models.wav2lip import Wav2Lip
 import lipsync_fixtures
 from test_audio import speech_like
 
@@ -110,6 +112,15 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
+def wav2lip():
+  """Full-size Wav2Lip, random weights: the stream caches its face encoder's outputs."""
+  model = Wav2Lip()
+  variables = lipsync_fixtures.random_variables(model, jnp.zeros((1, 80, 16, 1)),
+                                                jnp.zeros((1, 96, 96, 6)), seed=3)
+  return checkpoints.Generator(model, variables, "bgr")
+
+
+@pytest.fixture(scope="module")
 def clip():
   return synthetic.make_clip(seed=21, seconds=0.4, frame_size=96)  # 10 frames
 
@@ -132,11 +143,13 @@ def test_prepared_avatar_uses_the_job_boxes_and_round_trips(tmp_path, clip, tiny
 
 
 @pytest.mark.parametrize("batch_size", [2])  # compiles shared with the tool tests
-def test_stream_gives_the_offline_frames(clip, tiny, batch_size):
+@pytest.mark.parametrize("generator_name", ["tiny", "wav2lip"])
+def test_stream_gives_the_offline_frames(clip, generator_name, batch_size, request):
+  generator = request.getfixturevalue(generator_name)
   x1, y1, x2, y2 = (int(v) for v in clip.boxes[0])
   avatar = inference.prepare_avatar(clip.frames, box=(x1, y1, x2, y2))
   wav = speech_like(int(1.1 * audio.SAMPLE_RATE), seed=8)  # 27 frames: loops the 10
-  stream = streaming.LipsyncStream(tiny, avatar, batch_size=batch_size)
+  stream = streaming.LipsyncStream(generator, avatar, batch_size=batch_size)
   out = []
   for chunk in _random_chunks(wav, np.random.default_rng(2), 3000):
     stream.push((chunk * 32767).astype(np.int16))  # int16 PCM, as from a microphone
@@ -144,10 +157,16 @@ def test_stream_gives_the_offline_frames(clip, tiny, batch_size):
   stream.finish()
   out += list(stream.frames())
   assert stream.done and len(stream.generate_seconds) >= len(out) / batch_size
+  # Wav2Lip: the face encoder ran once per avatar frame, each call only decoded.
+  assert (stream.face_cache is not None) == (generator_name == "wav2lip")
+  if stream.face_cache is not None:
+    assert len(stream.face_cache) == len(clip.frames)
+    assert stream.face_cache.nbytes == len(clip.frames) * 290_816 * 4
   # Offline: the job over the avatar's looped frame sequence, same audio, same box.
   sequence = avatar.frames[[avatar.frame_index(i) for i in range(len(out))]]
   quantised = (wav * 32767).astype(np.int16).astype(np.float32) / 32768.0
-  job = inference.LipsyncJob(sequence, quantised, tiny, box=(x1, y1, x2, y2), batch_size=2)
+  job = inference.LipsyncJob(sequence, quantised, generator, box=(x1, y1, x2, y2),
+                             batch_size=2)
   offline = np.stack(list(job.frames()))
   assert [f.index for f in out] == list(range(job.num_frames))
   streamed = np.stack([f.image for f in out]).astype(int)

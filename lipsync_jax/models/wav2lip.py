@@ -153,6 +153,21 @@ class AudioEncoder(nn.Module):
     return x
 
 
+def face_feature_shapes(img_size: int = 96) -> list[tuple[int, int, int]]:
+  """The (H, W, C) of each face encoder stage's output (`Wav2Lip.encode_faces`), in order.
+
+  At 96: (96, 96, 16), (48, 48, 32), (24, 24, 64), (12, 12, 128), (6, 6, 256), (3, 3, 512),
+  (1, 1, 512): 290,816 values per frame. Raises ConfigError for an unimplemented size.
+  """
+  shapes, size = [], img_size
+  for stage in stage_table({96: _FACE_ENCODER_96}, img_size, "Wav2Lip"):
+    for spec in stage:
+      features, kernel, stride, padding = spec.args[:4]
+      size = (size + 2 * padding - kernel) // stride + 1
+    shapes.append((size, size, features))
+  return shapes
+
+
 class Wav2Lip(nn.Module):
   """The Wav2Lip generator (U-Net face encoder/decoder conditioned on audio), 36,298,035 params.
 
@@ -162,6 +177,11 @@ class Wav2Lip(nn.Module):
       lower half zeroed, 3-5 the reference frame (BGR for the official checkpoints).
     returns: (B, img_size, img_size, 3) float32 in [0, 1] (sigmoid computed in float32).
   `train=True` uses batch statistics and needs `mutable=["batch_stats"]`.
+
+  The face encoder never sees the audio, so the call splits in two (same variables):
+  `__call__(mel, faces)` is `decode(mel, encode_faces(faces))`. A live stream runs
+  `apply(variables, faces, method="encode_faces")` once per avatar frame and
+  `apply(variables, mel, skips, method="decode")` per output frame.
   """
   img_size: int = 96
   dtype: Dtype = jnp.float32
@@ -180,26 +200,50 @@ class Wav2Lip(nn.Module):
     self.output_block_1 = nn.Conv(3, (1, 1), padding="VALID", dtype=self.dtype,
                                   param_dtype=self.param_dtype)
 
-  def __call__(self, mel_chunks: jnp.ndarray, faces: jnp.ndarray,
-               train: bool = False) -> jnp.ndarray:
+  def encode_faces(self, faces: jnp.ndarray, train: bool = False) -> list[jnp.ndarray]:
+    """The face encoder: faces (B, img_size, img_size, 6) as in `__call__` -> the output
+    of every stage, B x `face_feature_shapes(img_size)` in `dtype`, full resolution first
+    (the decoder's skip connections). Raises ValueError for another faces shape."""
     check_shape("Wav2Lip faces", faces, (self.img_size, self.img_size, 6))
-    if mel_chunks.shape[0] != faces.shape[0]:
-      raise ValueError(f"Wav2Lip: batch of mel_chunks {mel_chunks.shape} and faces "
-                       f"{faces.shape} differ")
-    x = self.audio_encoder(mel_chunks, train=train)
     skips = []
     y = faces
     for stage in self.face_encoder_blocks:
       for layer in stage:
         y = layer(y, train=train)
       skips.append(y)
+    return skips
+
+  def decode(self, mel_chunks: jnp.ndarray, skips, train: bool = False) -> jnp.ndarray:
+    """Audio encoder, decoder and output block: mel_chunks (B, 80, 16, 1) and the
+    `encode_faces` outputs of B faces (any float dtype) -> (B, img_size, img_size, 3)
+    float32 in [0, 1], as `__call__`. Raises ValueError for skips of other shapes or
+    another batch size than the mel's."""
+    expected = face_feature_shapes(self.img_size)
+    if len(skips) != len(expected):
+      raise ValueError(f"Wav2Lip.decode: expected {len(expected)} face features, "
+                       f"got {len(skips)}")
+    for i, (skip, shape) in enumerate(zip(skips, expected)):
+      if tuple(skip.shape) != (mel_chunks.shape[0], *shape):
+        raise ValueError(f"Wav2Lip.decode: face feature {i} must be (B, "
+                         f"{', '.join(map(str, shape))}) with B = {mel_chunks.shape[0]} "
+                         f"(the mel batch), got {tuple(skip.shape)}")
+    x = self.audio_encoder(mel_chunks, train=train)
+    skips = list(skips)
     for stage in self.face_decoder_blocks:
       for layer in stage:
         x = layer(x, train=train)
-      x = jnp.concatenate([x, skips.pop()], axis=-1)
+      x = jnp.concatenate([x, skips.pop().astype(x.dtype)], axis=-1)
     x = self.output_block_0(x, train=train)
     x = self.output_block_1(x)
     return nn.sigmoid(at_least_float32(x))
+
+  def __call__(self, mel_chunks: jnp.ndarray, faces: jnp.ndarray,
+               train: bool = False) -> jnp.ndarray:
+    check_shape("Wav2Lip faces", faces, (self.img_size, self.img_size, 6))
+    if mel_chunks.shape[0] != faces.shape[0]:
+      raise ValueError(f"Wav2Lip: batch of mel_chunks {mel_chunks.shape} and faces "
+                       f"{faces.shape} differ")
+    return self.decode(mel_chunks, self.encode_faces(faces, train=train), train=train)
 
 
 class QualityDiscriminator(nn.Module):

@@ -12,6 +12,7 @@ import torch
 from lipsync_jax.convert import load_torch_checkpoint
 from lipsync_jax.models.layers import ConvBlock
 from lipsync_jax.models.wav2lip import AudioEncoder, QualityDiscriminator, Wav2Lip
+from lipsync_jax.models.wav2lip import face_feature_shapes
 from references import torch_wav2lip as ref
 
 
@@ -85,6 +86,34 @@ def test_generator_matches_torch(checkpoint_format, generator, inputs, tmp_path)
   assert out.shape == (2, 96, 96, 3) and out.dtype == np.float32
   assert expected.std() > 0.05  # The comparison is not between two near-constant images.
   np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4)
+
+
+def test_decode_of_encoded_faces_equals_the_full_call(generator, inputs, tmp_path):
+  """The split a live stream uses (face encoder once per avatar frame, then decode per
+  output frame) against the whole network and the PyTorch reference. Measured bitwise
+  equal on XLA:CPU (jax 0.10.2); asserted to 1e-6, room for another backend's fusion."""
+  model, expected = generator
+  path = tmp_path / "wav2lip.pth"
+  ref.save_checkpoint(model, path, "zip")
+  variables = load_torch_checkpoint(path, model="wav2lip")
+  mel, faces = inputs
+  module = Wav2Lip()
+  full = np.asarray(_jitted_apply(module)(variables, mel, faces))
+  encode = jax.jit(functools.partial(module.apply, method="encode_faces"))
+  decode = jax.jit(functools.partial(module.apply, method="decode"))
+  skips = encode(variables, faces)
+  assert [s.shape for s in skips] == [(2, *shape) for shape in face_feature_shapes(96)]
+  assert sum(int(np.prod(shape)) for shape in face_feature_shapes(96)) == 290_816
+  split = np.asarray(decode(variables, mel, skips))
+  np.testing.assert_allclose(split, full, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(split, expected, rtol=0, atol=1e-4)
+  # Each frame's features are its own: frame 1's mel with frame 0's cached face.
+  swapped = np.asarray(decode(variables, mel[::-1], [s[::-1] for s in skips]))
+  np.testing.assert_allclose(swapped, full[::-1], rtol=0, atol=1e-6)
+  with pytest.raises(ValueError, match="face feature 2 must be"):
+    jax.eval_shape(decode, variables, mel, [s[:1] if i == 2 else s for i, s in enumerate(skips)])
+  with pytest.raises(ValueError, match="expected 7 face features"):
+    jax.eval_shape(decode, variables, mel, skips[:-1])
 
 
 def test_generator_bf16_compute_runs_close_to_fp32(generator, inputs, tmp_path):
