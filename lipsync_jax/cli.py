@@ -97,6 +97,46 @@ def check_output_folder(path: str | os.PathLike) -> None:
     raise ArgumentError(f"{path}: output folder {folder} is not writable")
 
 
+class FaceFlags:
+  """The face-box flags `tools/infer.py` and `tools/prepare_avatar.py` share (Wav2Lip's
+  options plus sidecars, faceless frames and face choice); define them once per process."""
+
+  def __init__(self):
+    self.pads = flags.DEFINE_list("pads", ["0", "10", "0", "0"],
+                                  "Pixels added to the face box: top,bottom,left,right.")
+    self.box = flags.DEFINE_list("box", None,
+                                 "Fixed face box top,bottom,left,right: no detection.")
+    self.boxes_json = flags.DEFINE_string(
+        "boxes_json", None, "JSON file with per-frame face \"boxes\": no detection "
+        "(default: <face stem>.json).")
+    self.sidecar = flags.DEFINE_boolean("sidecar", True, "Use a <face stem>.json sidecar's "
+                                        "boxes when there is one; --nosidecar always detects.")
+    self.resize_factor = flags.DEFINE_integer("resize_factor", 1, "Downscale the input by this "
+                                              "factor.", lower_bound=1)
+    self.nosmooth = flags.DEFINE_boolean("nosmooth", False, "Do not smooth boxes over 5 frames.")
+    self.fps = flags.DEFINE_float("fps", None, "Frame rate for a still image (default 25).")
+    self.missing = flags.DEFINE_enum("missing", "error", ["error", "interpolate", "passthrough"],
+                                     "Frames without a face: fail naming them, interpolate "
+                                     "boxes, or copy the frame through unchanged.")
+    self.face_index = flags.DEFINE_integer("face_index", None, "Which face (from the left) when "
+                                           "several are found; default the largest.",
+                                           lower_bound=0)
+    flags.register_validator("fps", lambda fps: fps is None or fps > 0,
+                             message="--fps must be positive")
+
+  def options(self) -> dict:
+    """The keyword arguments `inference.LipsyncJob` and `inference.prepare_avatar` share;
+    ArgumentError for a malformed --pads or --box."""
+    box = None
+    if self.box.value:
+      top, bottom, left, right = int_list(self.box.value, "box", 4)
+      box = (left, top, right, bottom)
+    return {"fps": self.fps.value, "pads": int_list(self.pads.value, "pads", 4), "box": box,
+            "face_boxes": self.boxes_json.value, "use_sidecar": self.sidecar.value,
+            "smooth": not self.nosmooth.value, "resize_factor": self.resize_factor.value,
+            "missing": self.missing.value, "face_index": self.face_index.value}
+
+
 def workdir_log(workdir: str | os.PathLike, tool_name: str, process_id: int = 0) -> str:
   """`<workdir>/logs/<tool_name>.log`; `<tool_name>.process<k>.log` for process k > 0."""
   suffix = f".process{process_id}" if process_id else ""

@@ -101,3 +101,12 @@ class InProcessTool:
   def close(self):
     for name in self.flag_names:
       delattr(flags.FLAGS, name)
+
+
+def convert_with_tool(path, model, output):
+  """Runs `tools/convert_torch.py --input=path --model=model --output=output`; asserts exit 0."""
+  tool = InProcessTool("convert_torch")
+  try:
+    assert tool.run(f"--input={path}", f"--model={model}", f"--output={output}") == 0
+  finally:
+    tool.close()

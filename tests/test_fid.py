@@ -178,12 +178,7 @@ def inception(tmp_path_factory):
   randomize_and_calibrate_(net, 4, [(net.forward, images)])
   path = root / "pt_inception-2015-12-05-test.pth"
   torch.save(net.state_dict(), path)
-  tool = lipsync_fixtures.InProcessTool("convert_torch")
-  try:
-    assert tool.run(f"--input={path}", "--model=inception_fid",
-                    f"--output={root / 'converted'}") == 0
-  finally:
-    tool.close()
+  lipsync_fixtures.convert_with_tool(path, "inception_fid", root / "converted")
   return {"net": net, "file": path, "converted": root / "converted", "root": root}
 
 

@@ -101,12 +101,7 @@ def syncnet(tmp_path_factory):
     net.netfclip[3].bias.copy_(shared)
   model_file = root / "syncnet_v2.model"
   torch.save(net.state_dict(), model_file, _use_new_zipfile_serialization=False)
-  tool = lipsync_fixtures.InProcessTool("convert_torch")
-  try:
-    assert tool.run(f"--input={model_file}", "--model=syncnet_v2",
-                    f"--output={root / 'converted'}") == 0
-  finally:
-    tool.close()
+  lipsync_fixtures.convert_with_tool(model_file, "syncnet_v2", root / "converted")
   return {"net": net, "file": model_file, "converted": root / "converted", "root": root}
 
 

@@ -38,32 +38,15 @@ _FACE = flags.DEFINE_string("face", None, "Video or image with the face.")
 _AUDIO = flags.DEFINE_string("audio", None, "Audio (wav, mp3, m4a, or a video's track).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Generator checkpoint.", required=True)
 _OUTFILE = flags.DEFINE_string("outfile", "results/result_voice.mp4", "Output mp4.")
-_PADS = flags.DEFINE_list("pads", ["0", "10", "0", "0"],
-                          "Pixels added to the face box: top,bottom,left,right.")
-_BOX = flags.DEFINE_list("box", None, "Fixed face box top,bottom,left,right: no detection.")
-_BOXES_JSON = flags.DEFINE_string("boxes_json", None, "JSON file with per-frame face "
-                                  "\"boxes\": no detection (default: <face stem>.json).")
-_SIDECAR = flags.DEFINE_boolean("sidecar", True, "Use a <face stem>.json sidecar's boxes "
-                                "when there is one; --nosidecar always detects.")
-_RESIZE_FACTOR = flags.DEFINE_integer("resize_factor", 1, "Downscale the input by this factor.",
-                                      lower_bound=1)
-_NOSMOOTH = flags.DEFINE_boolean("nosmooth", False, "Do not smooth boxes over 5 frames.")
 _STATIC = flags.DEFINE_boolean("static", False, "Use only the first frame of the video.")
-_FPS = flags.DEFINE_float("fps", None, "Frame rate for a still image (default 25).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Frames per generator/detector call.",
                                    lower_bound=1)
 _BLEND = flags.DEFINE_boolean("blend", True, "Feathered lower-face paste-back; --noblend "
                               "pastes the whole box as the original does.")
-_MISSING = flags.DEFINE_enum("missing", "error", ["error", "interpolate", "passthrough"],
-                             "Frames without a face: fail naming them, interpolate boxes, "
-                             "or copy the frame through unchanged.")
-_FACE_INDEX = flags.DEFINE_integer("face_index", None, "Which face (from the left) when "
-                                   "several are found; default the largest.", lower_bound=0)
 _BF16 = flags.DEFINE_boolean("bf16", False, "bfloat16 compute.")
 _EXPORT = flags.DEFINE_string("export", None, "Also write the fixed-shape generator as a "
                               "serialised jax.export (StableHLO) artifact to this path.")
-flags.register_validator("fps", lambda fps: fps is None or fps > 0,
-                         message="--fps must be positive")
+_FACE_FLAGS = cli.FaceFlags()
 
 
 def _export(generator, path, dtype):
@@ -98,16 +81,9 @@ def main(argv):
     if not _FACE.value:
       return
   cli.check_output_folder(_OUTFILE.value)
-  box = None
-  if _BOX.value:
-    top, bottom, left, right = cli.int_list(_BOX.value, "box", 4)
-    box = (left, top, right, bottom)
   job = inference.LipsyncJob(
-      _FACE.value, _AUDIO.value, generator, fps=_FPS.value, batch_size=_BATCH_SIZE.value,
-      pads=cli.int_list(_PADS.value, "pads", 4), box=box, face_boxes=_BOXES_JSON.value,
-      use_sidecar=_SIDECAR.value, smooth=not _NOSMOOTH.value, static=_STATIC.value,
-      resize_factor=_RESIZE_FACTOR.value, blend=_BLEND.value, missing=_MISSING.value,
-      face_index=_FACE_INDEX.value, dtype=dtype)
+      _FACE.value, _AUDIO.value, generator, batch_size=_BATCH_SIZE.value, static=_STATIC.value,
+      blend=_BLEND.value, dtype=dtype, **_FACE_FLAGS.options())
   video.write_video(_OUTFILE.value, job.frames(), job.fps, audio=job.wav,
                     sample_rate=audio.SAMPLE_RATE)
   faceless = int((~job.has_face).sum())
