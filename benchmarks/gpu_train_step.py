@@ -44,6 +44,7 @@ from absl import flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import train_bench_util  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+NAMES = {**train_bench_util.NAMES, "syncnet": "SyncNet"}
 DEFAULT_ROWS = ("syncnet,float32,64", "attn_wav2lip,bfloat16,16", "attn_wav2lip,float32,16",
                 "wav2lip,bfloat16,16", "attn_wav2lip,bfloat16,64", "attn_wav2lip,float32,64")
 _ROWS = flags.DEFINE_multi_string("rows", list(DEFAULT_ROWS),
@@ -169,9 +170,6 @@ def main(argv):
         "tune: xla_gpu_autotune_level (-1: XLA's default).")
   for note in sorted(peak_notes):
     print(f"peak TFLOP/s for {note}")
-
-
-NAMES = {**train_bench_util.NAMES, "syncnet": "SyncNet"}
 
 
 def _format_row(model: str, dtype: str, batch: int, level: str, row: dict,

@@ -109,16 +109,16 @@ class TorchReferenceDataset:
   """The same sampler behind a PyTorch map-style dataset (one sample per index)."""
 
   def __init__(self, source, kind: str):
-    self.source, self.kind = source, kind
+    self.source = source
+    self.sampler = (input_pipeline.SyncNetPairs() if kind == "syncnet"
+                    else input_pipeline.GeneratorWindows())
 
   def __len__(self):
     return 1 << 30
 
   def __getitem__(self, index):
-    sampler = (input_pipeline.SyncNetPairs() if self.kind == "syncnet"
-               else input_pipeline.GeneratorWindows())
     clip = self.source[index % len(self.source)]
-    return sampler.random_map(clip, np.random.default_rng([0, index]))
+    return self.sampler.random_map(clip, np.random.default_rng([0, index]))
 
 
 def _time_iterator(iterator, num_batches: int, batch_size: int) -> tuple[float, float]:
