@@ -1,29 +1,33 @@
 r"""The CPU demo, end to end: synthetic talking heads -> records -> SyncNet ->
-AttnWav2Lip -> lip-synced held-out clips -> a table.
+AttnWav2Lip -> lip-synced held-out clips -> a table, scored by an independent judge.
 
   python tools/demo.py --workdir=workdir/demo   (tools/demo.py runs `main`)
 
 Stages (each timed; a re-run with the same workdir resumes: preprocessing skips
 finished clips, training resumes from its checkpoints):
-  1. `data_pipeline.synthetic.write_dataset`: train and held-out clips (mp4 + sidecar).
+  1. `data_pipeline.synthetic.write_dataset`: training clips (seed 0), held-out clips
+     (seed 1) and the judge's clips (seed 2), mp4 + sidecar.
   2. `data_pipeline.preprocess.run_local`: face crops + mel into record shards.
   3. SyncNet (`configs/demo_cpu.py:syncnet`, on the 96 px crops), 4. AttnWav2Lip
-     (`:generator`, on 48 px faces: the crops resized) with the trainer of
-     `lipsync_jax.train.trainer`; both exported with `checkpoints.save_converted`.
-  5. Held-out evaluation: SyncNet accuracy; the generator and the copy-the-reference
-     baseline on every frame of the held-out clips (target lower half masked, reference
-     = the frame half a clip away; generated at 48 px and resized to the crops' 96),
-     scored by `demo.metrics` (mouth L1, PSNR, mouth-open error; also the
+     (`:generator`, on 48 px faces: the crops resized) with that SyncNet as its expert,
+     5. the judge (`:judge`: a SyncNet from another seed, trained on the judge's clips
+     only, never seen by the generator), all with `lipsync_jax.train.trainer` and
+     exported with `checkpoints.save_converted`.
+  6. Held-out evaluation: both SyncNets' accuracy; the generator and the
+     copy-the-reference baseline on every frame of the held-out clips (target lower half
+     masked, reference = the frame half a clip away; generated at 48 px and resized to
+     the crops' 96), scored by `demo.metrics` (mouth L1, PSNR, mouth-open error; also the
      generator fed audio 20 frames late, whose mouths are no worse than with the real
-     audio unless it follows the audio) and expert sync scores (`lipsync_jax.evaluation`,
-     the demo's SyncNet; not the published LSE) against real and shifted audio; one
-     held-out face lip-synced to another clip's audio with `inference.LipsyncJob` ->
-     `lipsync.mp4`.
-Outputs under --workdir: clips/, records/, syncnet/ and generator/ (checkpoints and
-TensorBoard logs), export/, lipsync.mp4, demo_table.json, frame_strip.png (six held-out
-frames: reference / generated / ground truth, for the README) and logs/demo.log. The
-console shows the stages' progress bars and the final table only (--verbosity=0 adds
-the log); bad input: one line on stderr, exit code 1.
+     audio unless it follows the audio) and sync scores (`lipsync_jax.evaluation`'s
+     offset search; not the published LSE) of real, shifted and generated audio-video
+     pairs, by the judge and by the expert.
+  7. One held-out face lip-synced to another clip's audio with `inference.LipsyncJob`
+     -> `lipsync.mp4`.
+Outputs under --workdir: clips/, records/, syncnet/, generator/ and judge/ (checkpoints
+and TensorBoard logs), export/, lipsync.mp4, demo_table.json, frame_strip.png (six
+held-out frames: reference / generated / ground truth, for the README) and
+logs/demo.log. The console shows the stages' progress bars and the final table only
+(--verbosity=0 adds the log); bad input: one line on stderr, exit code 1.
 """
 
 import json
@@ -47,19 +51,24 @@ from lipsync_jax.train import components, steps, trainer
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/demo", "Where everything is written.")
 _NUM_TRAIN_CLIPS = flags.DEFINE_integer("num_train_clips", 96, "Synthetic training clips.")
 _NUM_EVAL_CLIPS = flags.DEFINE_integer("num_eval_clips", 8, "Held-out clips.")
+_NUM_JUDGE_CLIPS = flags.DEFINE_integer("num_judge_clips", 48,
+                                        "Clips the judge SyncNet trains on (no one else).")
 _SECONDS = flags.DEFINE_float("seconds", 3.0, "Length of each clip in seconds.")
 _SYNCNET_STEPS = flags.DEFINE_integer("syncnet_steps", None,
-                                     "Override the config's SyncNet training steps.")
+                                     "Override the config's SyncNet (and judge) training steps.")
 _GENERATOR_STEPS = flags.DEFINE_integer("generator_steps", None,
                                        "Override the config's generator training steps.")
 _ABLATIONS = flags.DEFINE_bool(
     "ablations", False, "Also train and score one generator per ablation switch "
-    "(use_cbam, use_semantic_alignment, use_ffc off; lpips_weight 0.07, the demo's is 0).")
+    "(use_cbam, use_semantic_alignment, use_ffc off; lpips_weight 0.07, the demo's is 0; "
+  "adversarial_weight 0.07: Wav2Lip's quality discriminator, the term LPIPS replaces).")
 SHIFT_FRAMES = 20  # Beyond the +-15 frames the sync scores search: out of sync at every offset.
 ABLATIONS = {"no_cbam": ("model.kwargs.use_cbam", False),
              "no_semantic_alignment": ("model.kwargs.use_semantic_alignment", False),
              "no_ffc": ("model.kwargs.use_ffc", False),
-             "with_lpips": ("loss.lpips_weight", 0.07)}
+             "with_lpips": ("loss.lpips_weight", 0.07),
+             "adversarial": ("loss.adversarial_weight", 0.07)}
+SPLITS = (("train", 0), ("eval", 1), ("judge", 2))  # (clip folder, synthetic seed)
 
 
 class Stopwatch:
@@ -87,9 +96,11 @@ class Stopwatch:
 
 
 def make_data(workdir: pathlib.Path) -> None:
-  """Stages 1-2: clips (train seed 0, held-out seed 1) and their record shards."""
-  for split, count, seed in (("train", _NUM_TRAIN_CLIPS.value, 0),
-                             ("eval", _NUM_EVAL_CLIPS.value, 1)):
+  """Stages 1-2: the `SPLITS`' clips and their record shards."""
+  counts = {"train": _NUM_TRAIN_CLIPS.value, "eval": _NUM_EVAL_CLIPS.value,
+            "judge": _NUM_JUDGE_CLIPS.value}
+  for split, seed in SPLITS:
+    count = counts[split]
     clip_dir = workdir / "clips" / split
     synthetic.write_dataset(clip_dir, count, _SECONDS.value, seed=seed, show_progress=True)
     summary = preprocess.run_local(clip_dir, workdir / "records" / split, num_workers=0,
@@ -111,10 +122,10 @@ def _set(config, dotted: str, value) -> None:
   config[name] = value
 
 
-def _data_paths(config, workdir: pathlib.Path, steps: int | None):
+def _data_paths(config, workdir: pathlib.Path, steps: int | None, split: str = "train"):
   if steps is not None:  # The learning-rate decay ends with the run.
     config.num_train_steps = steps
-  config.data.train_path = str(workdir / "records" / "train")
+  config.data.train_path = str(workdir / "records" / split)
   config.data.eval_path = str(workdir / "records" / "eval")
   return config
 
@@ -125,13 +136,15 @@ def _export(path: pathlib.Path, variables, metadata) -> str:
   return str(path)
 
 
-def train_syncnet(workdir: pathlib.Path) -> str:
-  """Stage 3; returns the exported SyncNet folder."""
-  config = _data_paths(demo_config("syncnet"), workdir, _SYNCNET_STEPS.value)
-  trainer.train_syncnet(config, str(workdir / "syncnet"))
-  final = workdir / "syncnet" / "checkpoints" / str(config.num_train_steps)
+def train_syncnet(workdir: pathlib.Path, part: str = "syncnet") -> str:
+  """Stage 3 (the expert, on the training clips) or 5 (part "judge", on the judge's
+  clips); returns the exported SyncNet folder `<workdir>/export/<part>`."""
+  config = _data_paths(demo_config(part), workdir, _SYNCNET_STEPS.value,
+                       split="judge" if part == "judge" else "train")
+  trainer.train_syncnet(config, str(workdir / part))
+  final = workdir / part / "checkpoints" / str(config.num_train_steps)
   variables = checkpoints.load_variables(str(final), "syncnet", "syncnet")
-  return _export(workdir / "export" / "syncnet", variables, {
+  return _export(workdir / "export" / part, variables, {
       "model": "syncnet", "channel_order": "rgb", "source": "tools/demo.py",
       "model_config": dict(config.syncnet_kwargs)})
 
@@ -168,7 +181,7 @@ def held_out_clips(workdir: pathlib.Path):
   return clips
 
 
-def syncnet_accuracy(expert: checkpoints.SyncExpert, workdir: pathlib.Path,
+def syncnet_accuracy(syncnet: checkpoints.SyncExpert, workdir: pathlib.Path,
                      num_batches: int = 16, batch_size: int = 32) -> float:
   """In/off-sync accuracy (cosine > 0.5) on held-out pairs of the training sampler."""
   source = input_pipeline.open_record_source(records.list_shards(workdir / "records" / "eval"))
@@ -176,7 +189,7 @@ def syncnet_accuracy(expert: checkpoints.SyncExpert, workdir: pathlib.Path,
   correct = []
   for _ in range(num_batches):
     batch = next(iterator)
-    audio_emb, face_emb = expert.embed(batch["mel"], steps.device_batch(batch)["faces"])
+    audio_emb, face_emb = syncnet.embed(batch["mel"], steps.device_batch(batch)["faces"])
     cosine = np.sum(np.asarray(audio_emb) * np.asarray(face_emb), axis=-1)
     correct.append((cosine > 0.5) == (batch["label"] > 0.5))
   return float(np.mean(np.concatenate(correct)))
@@ -219,19 +232,28 @@ def mouth_rows(clips, outputs: dict[str, list[np.ndarray]]) -> dict[str, dict[st
   return rows
 
 
-def sync_rows(expert: checkpoints.SyncExpert, clips, generated) -> dict[str, dict[str, float]]:
-  """Expert sync scores (mean over clips; not the published LSE-D / LSE-C) of real, shifted
-  and generated audio-video pairs."""
+def sync_rows(syncnets: dict[str, checkpoints.SyncExpert], clips,
+              generated: dict[str, list[np.ndarray]]) -> dict[str, dict[str, float]]:
+  """Sync scores (mean over clips; the LSE offset search, not the published LSE) of real,
+  shifted and generated audio-video pairs, by each of `syncnets` ({"judge": ...,
+  "expert": ...}): columns `<name>_sync_d`, `<name>_sync_c`, `<name>_in_sync` (the clips
+  whose best offset is 0)."""
   cases = {"real audio": [(c[0], c[1]) for c in clips],
            f"audio shifted {SHIFT_FRAMES} frames": [
-               (c[0], demo_metrics.shifted_mel(c[1], SHIFT_FRAMES, c[2])) for c in clips],
-           "generated": [(g, c[1]) for g, c in zip(generated, clips)]}
-  rows = {}
-  for name, pairs in cases.items():
-    scores = [evaluation.clip_sync_scores(expert.embed, faces, mel, clips[0][2])
-              for faces, mel in pairs]
-    rows[name] = evaluation.summarize(scores, ("expert_sync_d", "expert_sync_c"))
-    rows[name]["in_sync_clips"] = sum(s["expert_av_offset"] == 0 for s in scores)
+               (c[0], demo_metrics.shifted_mel(c[1], SHIFT_FRAMES, c[2])) for c in clips]}
+  for name, frames in generated.items():
+    label = "generated" if name == "generator" else f"generated ({name})"
+    cases[label] = [(g, c[1]) for g, c in zip(frames, clips)]
+  rows = {name: {} for name in cases}
+  for judge_name, syncnet in syncnets.items():
+    for name, pairs in cases.items():
+      scores = [evaluation.clip_sync_scores(syncnet.embed, faces, mel, clips[0][2])
+                for faces, mel in pairs]
+      summary = evaluation.summarize(scores, ("expert_sync_d", "expert_sync_c"))
+      rows[name].update({
+          f"{judge_name}_sync_d": summary["expert_sync_d"],
+          f"{judge_name}_sync_c": summary["expert_sync_c"],
+          f"{judge_name}_in_sync": sum(s["expert_av_offset"] == 0 for s in scores)})
   return rows
 
 
@@ -277,9 +299,10 @@ def write_lipsync_video(generator: checkpoints.Generator, workdir: pathlib.Path)
   return video.write_video(workdir / "lipsync.mp4", job.frames(), job.fps, audio=job.wav)
 
 
-def evaluate(workdir: pathlib.Path, syncnet_dir: str, generator_dirs: dict[str, str]) -> dict:
-  """Stage 5: the table (a JSON-able dict)."""
-  expert = checkpoints.load_syncnet(syncnet_dir)
+def evaluate(workdir: pathlib.Path, syncnet_dirs: dict[str, str],
+             generator_dirs: dict[str, str]) -> dict:
+  """Stage 6: the table (a JSON-able dict). syncnet_dirs: {"judge": ..., "expert": ...}."""
+  syncnets = {name: checkpoints.load_syncnet(path) for name, path in syncnet_dirs.items()}
   clips = held_out_clips(workdir)
   generators = {name: checkpoints.load_generator(path) for name, path in generator_dirs.items()}
   generated = {name: generate_held_out(g, clips) for name, g in generators.items()}
@@ -293,26 +316,35 @@ def evaluate(workdir: pathlib.Path, syncnet_dir: str, generator_dirs: dict[str, 
                                                      % len(c[0])]) for c in clips]
   mouth = mouth_rows(clips, {**generated, "copy reference": baseline,
                              f"generator, audio {SHIFT_FRAMES} frames late": generated_shifted})
-  return {"syncnet_heldout_accuracy": syncnet_accuracy(expert, workdir),
-          "syncnet": expert.name, "num_heldout_clips": len(clips),
+  return {"syncnet_heldout_accuracy": {name: syncnet_accuracy(s, workdir)
+                                       for name, s in syncnets.items()},
+          "syncnets": {name: s.name for name, s in syncnets.items()},
+          "num_heldout_clips": len(clips),
           "num_heldout_frames": int(sum(len(c[0]) for c in clips)),
-          "mouth": mouth, "sync": sync_rows(expert, clips, generated["generator"]),
+          "mouth": mouth, "sync": sync_rows(syncnets, clips, generated),
           "generator_beats_baseline": demo_metrics.beats_baseline(
               mouth["generator"], mouth["copy reference"])}
+
+
+SYNC_COLUMNS = ("audio-video pair", "judge_sync_d", "judge_sync_c", "judge_in_sync",
+                "expert_sync_d", "expert_sync_c", "expert_in_sync")
 
 
 def format_report(table: dict, seconds: dict) -> str:
   mouth = [{"method": k, **v} for k, v in table["mouth"].items()]
   sync = [{"audio-video pair": k, **v} for k, v in table["sync"].items()]
+  accuracy = table["syncnet_heldout_accuracy"]
   return "\n".join([
-      f"SyncNet held-out accuracy: {table['syncnet_heldout_accuracy']:.3f}  "
-      f"({table['syncnet']})",
+      "SyncNet held-out accuracy: " + ", ".join(
+          f"{name} {value:.3f} ({table['syncnets'][name]})" for name, value in accuracy.items()),
       f"Held-out: {table['num_heldout_clips']} clips, {table['num_heldout_frames']} frames "
       "(mouth region; open_error in mouth.open units, 0 closed .. 1 wide)",
       evaluation.format_table(mouth, ("method", "mouth_l1", "mouth_psnr", "open_error")),
       f"generator beats copy-reference baseline: {table['generator_beats_baseline']}",
-      evaluation.format_table(sync, ("audio-video pair", "expert_sync_d", "expert_sync_c",
-                                     "in_sync_clips")),
+      "Sync (the LSE offset search over +-15 frames, not the published LSE): by the judge, "
+      "a SyncNet trained on clips of its own, and by the expert the generator trained "
+      "against; *_in_sync: clips whose best offset is 0",
+      evaluation.format_table(sync, SYNC_COLUMNS),
       "wall time (s): " + ", ".join(f"{k} {v}" for k, v in seconds.items())])
 
 
@@ -326,7 +358,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   host_memory.reuse_freed_memory()  # before the first XLA computation
   workdir = pathlib.Path(_WORKDIR.value)
-  watch = Stopwatch(5 + (len(ABLATIONS) if _ABLATIONS.value else 0))
+  watch = Stopwatch(6 + (len(ABLATIONS) if _ABLATIONS.value else 0))
   start = time.perf_counter()
   try:
     watch.run("data", make_data, workdir)
@@ -335,7 +367,9 @@ def main(argv):
     if _ABLATIONS.value:
       for name, override in ABLATIONS.items():
         generators[name] = watch.run(name, train_generator, workdir, name, (override,))
-    table = watch.run("evaluate", evaluate, workdir, syncnet_dir, generators)
+    judge_dir = watch.run("judge", train_syncnet, workdir, "judge")
+    table = watch.run("evaluate", evaluate, workdir,
+                      {"judge": judge_dir, "expert": syncnet_dir}, generators)
     table["video"] = watch.run("video", write_lipsync_video,
                                checkpoints.load_generator(generators["generator"]), workdir)
   finally:

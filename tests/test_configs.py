@@ -12,7 +12,7 @@ from configs import base
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ["attn_wav2lip_lrs2.py", "wav2lip_lrs2.py", "syncnet_lrs2.py",
-           "demo_cpu.py:syncnet", "demo_cpu.py:generator",
+           "demo_cpu.py:syncnet", "demo_cpu.py:generator", "demo_cpu.py:judge",
            "attn_wav2lip_lrs2.py:runlocal", "wav2lip_lrs2.py:runlocal",
            "syncnet_lrs2.py:runlocal"]
 
