@@ -330,10 +330,29 @@ SYNC_COLUMNS = ("audio-video pair", "judge_sync_d", "judge_sync_c", "judge_in_sy
                 "expert_sync_d", "expert_sync_c", "expert_in_sync")
 
 
+ABLATION_COLUMNS = ("generator", "mouth_l1", "mouth_psnr", "open_error", "judge_sync_d",
+                    "judge_sync_c", "judge_in_sync")
+
+
+def ablation_rows(table: dict) -> list[dict]:
+  """One row per trained generator (the demo's first, then `ABLATIONS` in order): its mouth
+  metrics and the judge's sync scores of its clips; [] without ablations."""
+  names = [n for n in ("generator", *ABLATIONS) if n in table["mouth"]]
+  if len(names) < 2:
+    return []
+  rows = []
+  for name in names:
+    sync = table["sync"]["generated" if name == "generator" else f"generated ({name})"]
+    rows.append({"generator": "demo" if name == "generator" else name, **table["mouth"][name],
+                 **{k: sync[k] for k in ABLATION_COLUMNS[4:]}})
+  return rows
+
+
 def format_report(table: dict, seconds: dict) -> str:
   mouth = [{"method": k, **v} for k, v in table["mouth"].items()]
   sync = [{"audio-video pair": k, **v} for k, v in table["sync"].items()]
   accuracy = table["syncnet_heldout_accuracy"]
+  ablations = ablation_rows(table)
   return "\n".join([
       "SyncNet held-out accuracy: " + ", ".join(
           f"{name} {value:.3f} ({table['syncnets'][name]})" for name, value in accuracy.items()),
@@ -345,6 +364,8 @@ def format_report(table: dict, seconds: dict) -> str:
       "a SyncNet trained on clips of its own, and by the expert the generator trained "
       "against; *_in_sync: clips whose best offset is 0",
       evaluation.format_table(sync, SYNC_COLUMNS),
+      *(["Ablations (each one switch away from the demo's generator; sync by the judge)",
+         evaluation.format_table(ablations, ABLATION_COLUMNS)] if ablations else []),
       "wall time (s): " + ", ".join(f"{k} {v}" for k, v in seconds.items())])
 
 

@@ -54,3 +54,22 @@ def test_sync_rows_name_each_syncnet_and_generator():
       assert row[f"expert_{column}"] == swapped[name][f"judge_{column}"]
   assert rows["real audio"]["judge_sync_d"] != rows["real audio"]["expert_sync_d"]
   assert rows["generated"]["judge_sync_d"] != rows["generated (no_cbam)"]["judge_sync_d"]
+
+
+def test_ablation_rows_pair_each_generator_with_its_own_scores():
+  names = ["generator", *pipeline.ABLATIONS]
+  mouth = {n: {"mouth_l1": i / 10, "mouth_psnr": 20.0 + i, "open_error": i / 100}
+           for i, n in enumerate(names)}
+  sync = {("generated" if n == "generator" else f"generated ({n})"):
+          {"judge_sync_d": 1.0 + i, "judge_sync_c": 2.0 + i, "judge_in_sync": i,
+           "expert_sync_d": -1.0, "expert_sync_c": -1.0, "expert_in_sync": -1}
+          for i, n in enumerate(names)}
+  table = {"mouth": {"copy reference": mouth["generator"], **mouth}, "sync": sync}
+  rows = pipeline.ablation_rows(table)
+  assert [r["generator"] for r in rows] == ["demo", *pipeline.ABLATIONS]
+  for i, row in enumerate(rows):
+    assert (row["mouth_psnr"], row["judge_sync_c"], row["judge_in_sync"]) == (20.0 + i, 2.0 + i, i)
+    assert set(row) == set(pipeline.ABLATION_COLUMNS)
+  del table["mouth"]["no_cbam"], table["mouth"]["no_ffc"], table["mouth"]["with_lpips"]
+  del table["mouth"]["adversarial"], table["mouth"]["no_semantic_alignment"]
+  assert pipeline.ablation_rows(table) == []  # Without --ablations: no table.
