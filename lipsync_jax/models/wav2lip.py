@@ -6,7 +6,8 @@ mechanically: a list attribute `face_encoder_blocks` of lists gives flax names
 `face_encoder_blocks_1_0` for PyTorch `face_encoder_blocks.1.0`, and `AudioEncoder.layers_3`
 is PyTorch `audio_encoder.3`.
 
-Only `img_size=96` is implemented (the official checkpoints). A 192 or 256 model keeps every
+Only `img_size=96` is implemented for the generator (the official checkpoints); the
+discriminator also has a 48 px table (the CPU demo's generator size). A 192 or 256 model keeps every
 stage below and adds stages at full resolution: one more face encoder stage before the first
 stride-2 stage, one more transposed-conv decoder stage after the last one, and the output
 block then sees the concatenation of that stage with the new encoder stage. The stage tables
@@ -94,6 +95,9 @@ _DISCRIMINATOR_96 = (
     [_nonorm(512, 3, 2, 1), _nonorm(512, 3, 1, 1)],  # 3
     [_nonorm(512, 3, 1, 0), _nonorm(512, 1, 1, 0)],  # 1
 )
+# For 48 px generators (the CPU demo's; no official checkpoint): the 96 px table without
+# its last stride-2 stage, so the 24 x 48 lower half also ends at 1 x 1.
+_DISCRIMINATOR_48 = _DISCRIMINATOR_96[:5] + _DISCRIMINATOR_96[6:]
 
 
 def scale_widths(specs, multiplier: float) -> list[LayerSpec]:
@@ -247,7 +251,8 @@ class Wav2Lip(nn.Module):
 
 
 class QualityDiscriminator(nn.Module):
-  """Wav2Lip's visual quality discriminator, 14,113,793 params; no normalisation layers.
+  """Wav2Lip's visual quality discriminator, 14,113,793 params at 96 px (9,394,177 at
+  48 px: one stride-2 stage fewer); no normalisation layers.
 
   `__call__(frames)`: frames (B, img_size, img_size, 3) full face crops in [0, 1]; the
   network looks at the lower half (rows img_size // 2 onwards) only. Returns (B,) float32
@@ -259,7 +264,8 @@ class QualityDiscriminator(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    stages = stage_table({96: _DISCRIMINATOR_96}, self.img_size, "QualityDiscriminator")
+    stages = stage_table({96: _DISCRIMINATOR_96, 48: _DISCRIMINATOR_48}, self.img_size,
+                         "QualityDiscriminator")
     self.face_encoder_blocks = [build_layers(stage, self.dtype, self.param_dtype)
                                 for stage in stages]
     # Named after PyTorch's binary_pred.0 (a Sequential with a Sigmoid).

@@ -2,6 +2,7 @@
 
 import functools
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from lipsync_jax import convert
 from lipsync_jax.convert import load_torch_checkpoint
 from lipsync_jax.models.layers import ConvBlock
 from lipsync_jax.models.wav2lip import AudioEncoder, QualityDiscriminator, Wav2Lip
@@ -56,6 +58,29 @@ def test_parameter_counts():
   assert _count(gen["params"]) == 36_298_035
   assert _count(disc["params"]) == 14_113_793
   assert "batch_stats" not in disc
+
+
+def test_48px_discriminator_is_the_96px_one_without_its_last_stride_2_stage(tmp_path):
+  """Against the PyTorch reference with that stage removed, random weights."""
+  model = ref.randomize_(ref.TorchQualityDiscriminator(), seed=3, gain=2 ** 0.5)
+  del model.face_encoder_blocks[5]  # ModuleList renumbers: block 6 becomes block 5.
+  model.eval()
+  frames = np.random.default_rng(0).random((3, 48, 48, 3), np.float32)
+  with torch.no_grad():
+    expected = model(_nchw(frames)).numpy()[:, 0]
+  # No converter template exists for 48 px: the weights are moved by the converter's
+  # key mapping (`convert.torch_key`) and the (out, in, h, w) -> (h, w, in, out) layout.
+  state = {k: v.numpy() for k, v in model.state_dict().items()}
+  module = QualityDiscriminator(img_size=48)
+  shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 48, 48, 3)))
+  variables = flax.traverse_util.unflatten_dict({
+      (collection, *path): (state[convert.torch_key(collection, tuple(path))].transpose(2, 3, 1, 0)
+                            if len(leaf.shape) == 4 else state[convert.torch_key(collection, tuple(path))])
+      for (collection, *path), leaf in flax.traverse_util.flatten_dict(shapes).items()})
+  assert len(state) == len(flax.traverse_util.flatten_dict(variables))
+  out = np.asarray(_jitted_apply(module)(variables, frames))
+  assert out.shape == (3,) and _count(variables["params"]) == 9_394_177
+  np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
 def test_audio_encoder_shapes():
