@@ -245,15 +245,15 @@ def sync_rows(syncnets: dict[str, checkpoints.SyncExpert], clips,
     label = "generated" if name == "generator" else f"generated ({name})"
     cases[label] = [(g, c[1]) for g, c in zip(frames, clips)]
   rows = {name: {} for name in cases}
-  for judge_name, syncnet in syncnets.items():
+  for scorer, syncnet in syncnets.items():
     for name, pairs in cases.items():
       scores = [evaluation.clip_sync_scores(syncnet.embed, faces, mel, clips[0][2])
                 for faces, mel in pairs]
       summary = evaluation.summarize(scores, ("expert_sync_d", "expert_sync_c"))
       rows[name].update({
-          f"{judge_name}_sync_d": summary["expert_sync_d"],
-          f"{judge_name}_sync_c": summary["expert_sync_c"],
-          f"{judge_name}_in_sync": sum(s["expert_av_offset"] == 0 for s in scores)})
+          f"{scorer}_sync_d": summary["expert_sync_d"],
+          f"{scorer}_sync_c": summary["expert_sync_c"],
+          f"{scorer}_in_sync": sum(s["expert_av_offset"] == 0 for s in scores)})
   return rows
 
 

@@ -63,8 +63,10 @@ class CheckpointMismatchError(CheckpointError):
   """The checkpoint's keys or shapes do not match the model."""
 
 
-def _flax_model(model: str) -> tuple[nn.Module, tuple[jax.ShapeDtypeStruct, ...]]:
-  """The 96x96 flax module for `model` and example inputs for `init` (batch 1)."""
+def _flax_model(model: str, discriminator_size: int = 96
+                ) -> tuple[nn.Module, tuple[jax.ShapeDtypeStruct, ...]]:
+  """The flax module for `model` and example inputs for `init` (batch 1); 96 px faces but
+  for the discriminator, which also has a 48 px variant."""
   f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
   mel = f32(1, 80, 16, 1)
   if model == "wav2lip":
@@ -72,7 +74,8 @@ def _flax_model(model: str) -> tuple[nn.Module, tuple[jax.ShapeDtypeStruct, ...]
   if model == "syncnet":
     return SyncNet(), (mel, f32(1, 48, 96, 15))
   if model == "quality_discriminator":
-    return QualityDiscriminator(), (f32(1, 96, 96, 3),)
+    size = discriminator_size
+    return QualityDiscriminator(img_size=size), (f32(1, size, size, 3),)
   if model == "syncnet_v2":
     return syncnet_v2.SyncNetV2(), (f32(1, 13, 20, 1), f32(1, 5, 224, 224, 3))
   if model == "inception_fid":
@@ -130,20 +133,23 @@ def _summary(items: list[str], limit: int = 8) -> str:
 
 
 def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], model: str,
-                              source: str = "<state dict>") -> dict[str, Any]:
+                              source: str = "<state dict>",
+                              discriminator_size: int = 96) -> dict[str, Any]:
   """Maps a PyTorch state dict (numpy arrays, no `module.` prefix) to flax variables.
 
   Args:
     state_dict: key -> array, as returned by `read_state_dict`.
     model: "wav2lip", "syncnet", "quality_discriminator", "syncnet_v2" or "inception_fid".
     source: where the dict came from, for error messages.
+    discriminator_size: the quality discriminator's `img_size` (96, or 48 for 48 px
+      generators); ignored for the other models.
   Returns:
     {"params": ..., "batch_stats": ...} of float32 jax arrays ("batch_stats" is empty for
     the discriminator), ready for `Module.apply`.
   Raises:
     CheckpointMismatchError: naming missing, unexpected and mis-shaped keys.
   """
-  module, inputs = _flax_model(model)
+  module, inputs = _flax_model(model, discriminator_size)
   shapes = jax.eval_shape(module.init, jax.random.key(0), *inputs)
   key_of = _EVALUATION_KEYS.get(model, torch_key)
   expected = {}

@@ -2,7 +2,6 @@
 
 import functools
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -68,16 +67,10 @@ def test_48px_discriminator_is_the_96px_one_without_its_last_stride_2_stage(tmp_
   frames = np.random.default_rng(0).random((3, 48, 48, 3), np.float32)
   with torch.no_grad():
     expected = model(_nchw(frames)).numpy()[:, 0]
-  # No converter template exists for 48 px: the weights are moved by the converter's
-  # key mapping (`convert.torch_key`) and the (out, in, h, w) -> (h, w, in, out) layout.
   state = {k: v.numpy() for k, v in model.state_dict().items()}
+  variables = convert.variables_from_state_dict(state, "quality_discriminator",
+                                                discriminator_size=48)
   module = QualityDiscriminator(img_size=48)
-  shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 48, 48, 3)))
-  variables = flax.traverse_util.unflatten_dict({
-      (collection, *path): (state[convert.torch_key(collection, tuple(path))].transpose(2, 3, 1, 0)
-                            if len(leaf.shape) == 4 else state[convert.torch_key(collection, tuple(path))])
-      for (collection, *path), leaf in flax.traverse_util.flatten_dict(shapes).items()})
-  assert len(state) == len(flax.traverse_util.flatten_dict(variables))
   out = np.asarray(_jitted_apply(module)(variables, frames))
   assert out.shape == (3,) and _count(variables["params"]) == 9_394_177
   np.testing.assert_allclose(out, expected, atol=1e-5)
